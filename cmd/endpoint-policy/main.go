@@ -1,0 +1,134 @@
+// Command endpoint-policy keeps how cluster components reach and advertise
+// the Kubernetes API server safe.
+//
+//	endpoint-policy serve [flags]   run the admission webhook server
+//	endpoint-policy version         print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/server"
+	"github.com/endpoint-policy/endpoint-policy/internal/version"
+)
+
+const usage = `endpoint-policy keeps how cluster components reach and advertise the API server safe.
+
+Usage:
+  endpoint-policy serve [flags]   run the admission webhook server
+  endpoint-policy version         print the version
+
+Run "endpoint-policy serve -h" for the server's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one subcommand and returns the process exit code: 0 on
+// success, 1 when the command fails, 2 for a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "version":
+		fmt.Fprintln(stdout, version.Get())
+		return 0
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "endpoint-policy: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func serve(args []string, stderr io.Writer) int {
+	opts := server.DefaultOptions()
+	var kubeconfig string
+	fs := flag.NewFlagSet("endpoint-policy serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&kubeconfig, "kubeconfig", "",
+		"Path to a kubeconfig. Only required if out-of-cluster; defaults to $KUBECONFIG, then in-cluster configuration, then ~/.kube/config.")
+	fs.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "Port the admission webhook server listens on.")
+	fs.StringVar(&opts.CertDir, "cert-dir", opts.CertDir,
+		"Directory holding the webhook serving certificate, tls.crt and tls.key; reloaded when they change.")
+	fs.StringVar(&opts.ConfigFile, "config", "",
+		"Policy configuration file (PolicyConfiguration); reloaded when it changes. Built-in defaults when not set.")
+	fs.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", opts.MetricsBindAddress,
+		"Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	fs.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", opts.HealthProbeBindAddress,
+		"Address the /healthz and /readyz endpoints bind to.")
+	fs.BoolVar(&opts.LeaderElect, "leader-elect", false,
+		"Elect a leader for the controllers, so that only one replica runs them.")
+	fs.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease; defaults to the namespace the server runs in.")
+	fs.BoolVar(&opts.EnableHTTP2, "enable-http2", false,
+		"Serve HTTP/2 on the webhook and metrics ports. Off by default (the API server speaks HTTP/1.1 to webhooks; CVE-2023-44487).")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // the flag package printed the problem and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "endpoint-policy serve: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if opts.WebhookPort < 1 || opts.WebhookPort > 65535 {
+		fmt.Fprintf(stderr, "endpoint-policy serve: --webhook-port %d: must be between 1 and 65535\n", opts.WebhookPort)
+		return 2
+	}
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("endpoint-policy")
+	log.Info("Starting endpoint-policy", "version", version.Get().Version)
+
+	restConfig, err := loadRESTConfig(kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "endpoint-policy serve: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := server.Run(ctrl.LoggerInto(ctx, log), restConfig, opts); err != nil {
+		log.Error(err, "Server failed")
+		fmt.Fprintf(stderr, "endpoint-policy serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := ctrlconfig.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no cluster configuration (set --kubeconfig): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,22 @@
+// Package policies wires every policy into an engine from a configuration.
+// It is the one place that lists the policies; front-ends build their engine
+// here and never construct rules themselves.
+package policies
+
+import (
+	"fmt"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+)
+
+// Build returns the engine for cfg, which must be valid (config.Parse or
+// config.Default).
+func Build(cfg *config.PolicyConfiguration) (*policy.Engine, error) {
+	hn, err := hostnetwork.New(cfg.Policies.HostNetworkEndpoint.Settings())
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", hostnetwork.ID, err)
+	}
+	return policy.NewEngine([]policy.Rule{hn}, cfg.Modes())
+}

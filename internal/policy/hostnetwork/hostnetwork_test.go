@@ -1,0 +1,311 @@
+package hostnetwork_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+)
+
+func env(kv ...string) []corev1.EnvVar {
+	out := []corev1.EnvVar{}
+	for i := 0; i < len(kv); i += 2 {
+		out = append(out, corev1.EnvVar{Name: kv[i], Value: kv[i+1]})
+	}
+	return out
+}
+
+var fromField = &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}
+
+func hostNetworkPod(e []corev1.EnvVar) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "kube-system"},
+		Spec: corev1.PodSpec{
+			HostNetwork: true,
+			Containers:  []corev1.Container{{Name: "c", Image: "img", Env: e}},
+		},
+	}
+}
+
+// applyFindings applies the findings' patches (and annotations) to pod's JSON
+// the way the API server would, and returns the patched pod.
+func applyFindings(t *testing.T, pod *corev1.Pod, findings []policy.Finding) *corev1.Pod {
+	t.Helper()
+	doc, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []map[string]any
+	for _, f := range findings {
+		for _, op := range f.Patch {
+			ops = append(ops, map[string]any{"op": op.Operation, "path": op.Path, "value": op.Value})
+		}
+		for k, v := range f.Annotations {
+			if pod.Annotations == nil {
+				ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations", "value": map[string]string{}})
+				pod = pod.DeepCopy()
+				pod.Annotations = map[string]string{}
+			}
+			ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations/" + policy.EscapePointer(k), "value": v})
+		}
+	}
+	raw, _ := json.Marshal(ops)
+	patch, err := jsonpatch.DecodePatch(raw)
+	if err != nil {
+		t.Fatalf("decoding patch %s: %v", raw, err)
+	}
+	out, err := patch.Apply(doc)
+	if err != nil {
+		t.Fatalf("applying patch %s: %v", raw, err)
+	}
+	patched := &corev1.Pod{}
+	if err := json.Unmarshal(out, patched); err != nil {
+		t.Fatal(err)
+	}
+	return patched
+}
+
+func TestRuleEnv(t *testing.T) {
+	def := hostnetwork.DefaultSettings()
+	always := def
+	always.Override = hostnetwork.OverrideAlways
+	never := def
+	never.Override = hostnetwork.OverrideNever
+	kubespray := hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideIPLiterals}
+
+	const H, P = hostnetwork.EnvHost, hostnetwork.EnvPort
+	tests := []struct {
+		name     string
+		settings hostnetwork.Settings
+		env      []corev1.EnvVar
+		wantEnv  []corev1.EnvVar // nil: no finding, env unchanged
+		wantOps  int             // number of env patch operations, when a finding is expected
+	}{
+		{name: "no env list", settings: def, env: nil,
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
+		{name: "empty env list", settings: def, env: []corev1.EnvVar{},
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
+		{name: "other vars kept, ours appended", settings: def, env: env("A", "1", "B", "2"),
+			wantEnv: env("A", "1", "B", "2", H, "localhost", P, "7443"), wantOps: 2},
+		{name: "pinned IPv4 rewritten with its port", settings: def, env: env("A", "1", H, "10.0.1.16", P, "6443"),
+			wantEnv: env("A", "1", H, "localhost", P, "7443"), wantOps: 2},
+		{name: "pinned IPv6 rewritten", settings: def, env: env(H, "fd00:10::16", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "bracketed IPv6 rewritten", settings: def, env: env(H, "[fd00:10::16]", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "DNS name kept by IPLiterals", settings: def, env: env(H, "api.example.com", P, "6443")},
+		{name: "DNS name rewritten by Always", settings: always, env: env(H, "api.example.com", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "valueFrom kept by IPLiterals", settings: def, env: []corev1.EnvVar{{Name: H, ValueFrom: fromField}, {Name: P, Value: "6443"}}},
+		{name: "valueFrom rewritten by Always", settings: always, env: []corev1.EnvVar{{Name: H, ValueFrom: fromField}, {Name: P, Value: "6443"}},
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "loopback IP kept by IPLiterals", settings: def, env: env(H, "127.0.0.1", P, "6443")},
+		{name: "IPv6 loopback kept by IPLiterals", settings: def, env: env(H, "::1", P, "6443")},
+		{name: "loopback IP rewritten by Always", settings: always, env: env(H, "127.0.0.1", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "only port given: host added, port rewritten", settings: def, env: env(P, "6443"),
+			wantEnv: env(P, "7443", H, "localhost"), wantOps: 2},
+		{name: "only pinned host given: host rewritten, port added", settings: def, env: env(H, "10.0.1.16"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "port from valueFrom replaced when host is set", settings: def,
+			env:     []corev1.EnvVar{{Name: H, Value: "10.0.1.16"}, {Name: P, ValueFrom: fromField}},
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "already ours: nothing", settings: def, env: env(H, "localhost", P, "7443")},
+		{name: "our host without port: port added", settings: def, env: env(H, "localhost"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
+		{name: "our host with the user's port kept", settings: def, env: env(H, "localhost", P, "6443")},
+		{name: "our host with the user's port replaced by Always", settings: always, env: env(H, "localhost", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
+		{name: "empty host set", settings: def, env: env(H, "", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "Never keeps a pinned IP", settings: never, env: env(H, "10.0.1.16", P, "6443")},
+		{name: "Never adds an absent host, with its port", settings: never, env: env(P, "6443"),
+			wantEnv: env(P, "7443", H, "localhost"), wantOps: 2},
+		{name: "duplicates: every entry rewritten", settings: def, env: env(H, "10.0.0.1", P, "6443", H, "10.0.0.2"),
+			wantEnv: env(H, "localhost", P, "7443", H, "localhost"), wantOps: 3},
+		{name: "duplicates: entries already ours are not touched", settings: def, env: env(H, "localhost", H, "10.0.0.2", P, "7443"),
+			wantEnv: env(H, "localhost", H, "localhost", P, "7443"), wantOps: 1},
+		{name: "duplicates: the last one decides", settings: def, env: env(H, "10.0.0.1", H, "api.example.com")},
+		{name: "custom target already in place", settings: kubespray, env: env(H, "127.0.0.1", P, "6443")},
+		{name: "custom target: pinned IP rewritten", settings: kubespray, env: env(H, "10.0.1.16", P, "6443"),
+			wantEnv: env(H, "127.0.0.1", P, "6443"), wantOps: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rule, err := hostnetwork.New(tt.settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod := hostNetworkPod(tt.env)
+			findings, applies := rule.Evaluate(policy.Target{Object: pod})
+			if !applies {
+				t.Fatal("rule does not apply to a hostNetwork pod")
+			}
+			if tt.wantEnv == nil {
+				if len(findings) != 0 {
+					t.Fatalf("want no finding, got %v", findings)
+				}
+				return
+			}
+			if len(findings) != 1 {
+				t.Fatalf("want 1 finding, got %v", findings)
+			}
+			f := findings[0]
+			if len(f.Patch) != tt.wantOps {
+				t.Errorf("want %d patch operations, got %d: %+v", tt.wantOps, len(f.Patch), f.Patch)
+			}
+			if got, want := f.Field.String(), "spec.containers[0].env"; got != want {
+				t.Errorf("field = %s, want %s", got, want)
+			}
+			wantEndpoint := "localhost:7443"
+			if tt.settings == kubespray {
+				wantEndpoint = "127.0.0.1:6443"
+			}
+			if got := f.Annotations[hostnetwork.EndpointAnnotation]; got != wantEndpoint {
+				t.Errorf("endpoint annotation = %q, want %q", got, wantEndpoint)
+			}
+			patched := applyFindings(t, pod, findings)
+			if diff := cmp.Diff(tt.wantEnv, patched.Spec.Containers[0].Env); diff != "" {
+				t.Errorf("env after patch (-want +got):\n%s", diff)
+			}
+			// Idempotent: the webhook may be invoked again on its own output.
+			again, _ := rule.Evaluate(policy.Target{Object: patched})
+			if len(again) != 0 {
+				t.Errorf("second pass over the patched pod found %v", again)
+			}
+		})
+	}
+}
+
+func TestRuleScope(t *testing.T) {
+	rule, err := hostnetwork.New(hostnetwork.DefaultSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := env(hostnetwork.EnvHost, "10.0.1.16", hostnetwork.EnvPort, "6443")
+	tests := []struct {
+		name            string
+		mutate          func(*corev1.Pod)
+		namespaceLabels map[string]string
+		wantApplies     bool
+	}{
+		{name: "hostNetwork pod", mutate: func(*corev1.Pod) {}, wantApplies: true},
+		{name: "pod network", mutate: func(p *corev1.Pod) { p.Spec.HostNetwork = false }},
+		{name: "excluded by pod label", mutate: func(p *corev1.Pod) {
+			p.Labels = map[string]string{policy.ExcludeLabel: "true"}
+		}},
+		{name: "exclude label not true", mutate: func(p *corev1.Pod) {
+			p.Labels = map[string]string{policy.ExcludeLabel: "false"}
+		}, wantApplies: true},
+		{name: "excluded by namespace label", mutate: func(*corev1.Pod) {},
+			namespaceLabels: map[string]string{policy.ExcludeLabel: "true"}},
+		{name: "mirror pod", mutate: func(p *corev1.Pod) {
+			p.Annotations = map[string]string{policy.MirrorPodAnnotation: "abc"}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := hostNetworkPod(pinned)
+			tt.mutate(pod)
+			findings, applies := rule.Evaluate(policy.Target{Object: pod, NamespaceLabels: tt.namespaceLabels})
+			if applies != tt.wantApplies {
+				t.Fatalf("applies = %v, want %v", applies, tt.wantApplies)
+			}
+			if !applies && findings != nil {
+				t.Fatalf("findings for a pod the rule does not apply to: %v", findings)
+			}
+		})
+	}
+	t.Run("not a pod", func(t *testing.T) {
+		if _, applies := rule.Evaluate(policy.Target{Object: &corev1.ConfigMap{}}); applies {
+			t.Fatal("rule applies to a ConfigMap")
+		}
+	})
+}
+
+func TestRuleInitContainersAndMessages(t *testing.T) {
+	rule, err := hostnetwork.New(hostnetwork.DefaultSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := hostNetworkPod(env(hostnetwork.EnvHost, "10.0.1.16", hostnetwork.EnvPort, "6443"))
+	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "img"}, {Name: "done", Image: "img",
+		Env: env(hostnetwork.EnvHost, "localhost", hostnetwork.EnvPort, "7443")}}
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "sidecar", Image: "img"})
+
+	findings, _ := rule.Evaluate(policy.Target{Object: pod})
+	var fields, msgs []string
+	for _, f := range findings {
+		fields = append(fields, f.Field.String())
+		msgs = append(msgs, f.Message)
+	}
+	wantFields := []string{"spec.initContainers[0].env", "spec.containers[0].env", "spec.containers[1].env"}
+	if diff := cmp.Diff(wantFields, fields); diff != "" {
+		t.Fatalf("finding fields (-want +got):\n%s", diff)
+	}
+	wantMsgs := []string{
+		`set KUBERNETES_SERVICE_HOST=localhost (was unset), KUBERNETES_SERVICE_PORT=7443 (was unset) in init container "init"`,
+		`set KUBERNETES_SERVICE_HOST=localhost (was "10.0.1.16"), KUBERNETES_SERVICE_PORT=7443 (was "6443") in container "c"`,
+		`set KUBERNETES_SERVICE_HOST=localhost (was unset), KUBERNETES_SERVICE_PORT=7443 (was unset) in container "sidecar"`,
+	}
+	if diff := cmp.Diff(wantMsgs, msgs); diff != "" {
+		t.Fatalf("messages (-want +got):\n%s", diff)
+	}
+	patched := applyFindings(t, pod, findings)
+	for _, c := range append(patched.Spec.InitContainers, patched.Spec.Containers...) {
+		got := map[string]string{}
+		for _, e := range c.Env {
+			got[e.Name] = e.Value
+		}
+		if got[hostnetwork.EnvHost] != "localhost" || got[hostnetwork.EnvPort] != "7443" {
+			t.Errorf("container %s env after patch: %v", c.Name, c.Env)
+		}
+	}
+}
+
+func TestSettingsValidate(t *testing.T) {
+	tests := []struct {
+		name     string
+		settings hostnetwork.Settings
+		wantErrs []string
+	}{
+		{name: "defaults", settings: hostnetwork.DefaultSettings()},
+		{name: "IPv4 host", settings: hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideNever}},
+		{name: "IPv6 host", settings: hostnetwork.Settings{Host: "::1", Port: 1, Override: hostnetwork.OverrideAlways}},
+		{name: "empty host", settings: hostnetwork.Settings{Port: 7443, Override: hostnetwork.OverrideIPLiterals},
+			wantErrs: []string{"p.host: Required value"}},
+		{name: "host with port", settings: hostnetwork.Settings{Host: "localhost:7443", Port: 7443, Override: hostnetwork.OverrideIPLiterals},
+			wantErrs: []string{`p.host: Invalid value: "localhost:7443"`}},
+		{name: "port 0", settings: hostnetwork.Settings{Host: "localhost", Port: 0, Override: hostnetwork.OverrideIPLiterals},
+			wantErrs: []string{"p.port: Invalid value: 0: must be between 1 and 65535"}},
+		{name: "port 65536", settings: hostnetwork.Settings{Host: "localhost", Port: 65536, Override: hostnetwork.OverrideIPLiterals},
+			wantErrs: []string{"p.port: Invalid value: 65536"}},
+		{name: "bad override", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: "Sometimes"},
+			wantErrs: []string{`p.override: Unsupported value: "Sometimes"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := tt.settings.Validate(field.NewPath("p"))
+			if len(errs) != len(tt.wantErrs) {
+				t.Fatalf("want %d errors, got %v", len(tt.wantErrs), errs)
+			}
+			for i, want := range tt.wantErrs {
+				if !strings.Contains(errs[i].Error(), want) {
+					t.Errorf("error %d = %q, want it to contain %q", i, errs[i].Error(), want)
+				}
+			}
+			if _, err := hostnetwork.New(tt.settings); (err != nil) != (len(tt.wantErrs) > 0) {
+				t.Errorf("New error = %v, want error: %v", err, len(tt.wantErrs) > 0)
+			}
+		})
+	}
+}

@@ -1,0 +1,168 @@
+// Package policy is the policy engine shared by every front-end: admission
+// (the webhook server), the background audit and the offline check CLI.
+//
+// A Rule is written once. It looks at one typed object (plus whatever the
+// front-end knows about the object's surroundings) and returns Findings. A
+// Finding is either a violation (a message and a field) or, for mutating
+// rules, a violation together with the JSON patch that fixes it. What happens
+// to a Finding is decided by the rule's effective Mode and by the front-end:
+// admission mutates or denies in Enforce and warns in Audit, the audit reports,
+// the CLI prints. No front-end contains rule logic.
+package policy
+
+import (
+	"fmt"
+
+	"gomodules.xyz/jsonpatch/v2"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// ID is a policy's stable identifier. IDs appear in the configuration file,
+// in every admission message (as "[<id>] "), in metrics and in reports; they
+// never change once released.
+type ID string
+
+// Mode says what a front-end does with a rule's findings.
+type Mode string
+
+const (
+	// Enforce mutates (mutating rules) or denies (validating rules).
+	Enforce Mode = "Enforce"
+	// Audit never mutates or denies: it warns, annotates the audit log and
+	// counts.
+	Audit Mode = "Audit"
+	// Disabled does not evaluate the rule at all.
+	Disabled Mode = "Disabled"
+)
+
+// Valid reports whether m is one of the known modes.
+func (m Mode) Valid() bool {
+	switch m {
+	case Enforce, Audit, Disabled:
+		return true
+	}
+	return false
+}
+
+// Target is what a rule evaluates: one decoded object and what the front-end
+// knows about its surroundings.
+type Target struct {
+	// Object is the typed object (*corev1.Pod, ...). Rules type-assert it and
+	// return no findings for kinds they do not handle.
+	Object client.Object
+
+	// NamespaceLabels are the labels of Object's namespace, or nil when the
+	// front-end does not know them (admission leaves namespace exclusion to
+	// the webhook's namespaceSelector).
+	NamespaceLabels map[string]string
+}
+
+// Finding is one thing a rule found wrong with an object.
+type Finding struct {
+	// Field points at the offending part of the object.
+	Field *field.Path
+	// Message is a complete sentence for a human, without the "[<id>] " prefix,
+	// written as the change or the problem ("set KUBERNETES_SERVICE_HOST=..."
+	// for a mutation, the problem and its fix for a violation).
+	Message string
+	// Patch, for mutating rules, holds the JSON patch operations (RFC 6902,
+	// paths from the object root) that fix the finding. Operations never touch
+	// metadata.annotations: use Annotations, so that the front-end can merge
+	// annotations from several rules into one correct patch.
+	Patch []jsonpatch.Operation
+	// Annotations, for mutating rules, are set on the object alongside Patch.
+	Annotations map[string]string
+}
+
+// Mutates reports whether applying the finding changes the object.
+func (f Finding) Mutates() bool { return len(f.Patch) > 0 || len(f.Annotations) > 0 }
+
+// String renders the finding for logs and tests.
+func (f Finding) String() string {
+	if f.Field == nil {
+		return f.Message
+	}
+	return fmt.Sprintf("%s: %s", f.Field, f.Message)
+}
+
+// Rule is one policy's logic. Implementations are pure: no API calls, no
+// clocks, no globals; everything a rule needs is given at construction (its
+// settings) or in the Target.
+type Rule interface {
+	// ID is the policy's stable identifier.
+	ID() ID
+	// Evaluate returns the findings for t (none when t complies) and whether
+	// the rule applies to t at all: false for kinds it does not handle and for
+	// objects it deliberately skips (excluded, mirror pods, ...).
+	Evaluate(t Target) (findings []Finding, applies bool)
+}
+
+// Result is the outcome of one rule, in its effective mode, for one object.
+type Result struct {
+	Policy   ID
+	Mode     Mode
+	Findings []Finding
+}
+
+// Engine evaluates a fixed set of rules, each in its effective mode. An Engine
+// is immutable and safe for concurrent use; a configuration change builds a
+// new one (see Store).
+type Engine struct {
+	rules []modedRule
+}
+
+type modedRule struct {
+	Rule
+	mode Mode
+}
+
+// NewEngine returns an engine running each rule in modes[rule.ID()]. A rule
+// with no mode, or a mode that is not valid, is an error: the caller (the
+// configuration) must have decided.
+func NewEngine(rules []Rule, modes map[ID]Mode) (*Engine, error) {
+	e := &Engine{}
+	seen := map[ID]bool{}
+	for _, r := range rules {
+		id := r.ID()
+		if seen[id] {
+			return nil, fmt.Errorf("policy %q registered twice", id)
+		}
+		seen[id] = true
+		mode, ok := modes[id]
+		if !ok || !mode.Valid() {
+			return nil, fmt.Errorf("policy %q has no valid mode (got %q)", id, mode)
+		}
+		if mode == Disabled {
+			continue
+		}
+		e.rules = append(e.rules, modedRule{Rule: r, mode: mode})
+	}
+	return e, nil
+}
+
+// Evaluate runs every enabled rule against t. Every enabled rule that applies
+// to t has a Result, with no findings when t complies, so that front-ends can
+// count "allow".
+func (e *Engine) Evaluate(t Target) []Result {
+	var results []Result
+	for _, r := range e.rules {
+		findings, applies := r.Evaluate(t)
+		if !applies {
+			continue
+		}
+		results = append(results, Result{Policy: r.ID(), Mode: r.mode, Findings: findings})
+	}
+	return results
+}
+
+// Mode returns the effective mode of the policy id, Disabled when the engine
+// does not run it.
+func (e *Engine) Mode(id ID) Mode {
+	for _, r := range e.rules {
+		if r.ID() == id {
+			return r.mode
+		}
+	}
+	return Disabled
+}

@@ -1,0 +1,171 @@
+// Package server wires the admission webhook server: a controller-runtime
+// manager, the policy engine built from the configuration file (hot
+// reloaded), the admission handlers, health checks and metrics.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
+	"github.com/endpoint-policy/endpoint-policy/internal/policies"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	epwebhook "github.com/endpoint-policy/endpoint-policy/internal/webhook"
+)
+
+// Options configure the server. The serve command fills them from flags.
+type Options struct {
+	// WebhookHost is the address the webhook server binds ("" = all).
+	WebhookHost string
+	// WebhookPort is the webhook server's port.
+	WebhookPort int
+	// CertDir holds tls.crt and tls.key, reloaded when they change.
+	CertDir string
+	// ConfigFile is the policy configuration file; "" uses built-in defaults.
+	ConfigFile string
+	// ConfigPollInterval is how often the configuration file is re-read in
+	// case a file notification was missed.
+	ConfigPollInterval time.Duration
+	// MetricsBindAddress serves /metrics; "0" disables it.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz; "0" disables it.
+	HealthProbeBindAddress string
+	// LeaderElect turns on leader election for controllers.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the leader election Lease; "" means the
+	// namespace the server runs in.
+	LeaderElectionNamespace string
+	// EnableHTTP2 serves HTTP/2 on the webhook port. Off by default: the API
+	// server speaks HTTP/1.1 to webhooks, and HTTP/2 only adds exposure
+	// (CVE-2023-44487, rapid reset).
+	EnableHTTP2 bool
+}
+
+// DefaultOptions returns the defaults of the serve command's flags.
+func DefaultOptions() Options {
+	return Options{
+		WebhookPort:            9443,
+		CertDir:                filepath.Join("/tmp", "k8s-webhook-server", "serving-certs"),
+		ConfigPollInterval:     10 * time.Second,
+		MetricsBindAddress:     ":8080",
+		HealthProbeBindAddress: ":8081",
+	}
+}
+
+// LeaderElectionID names the leader election Lease.
+const LeaderElectionID = "endpoint-policy.endpoint-policy.io"
+
+// Run serves until ctx is done. It returns an error naming the problem when
+// the certificates or the configuration file cannot be used.
+func Run(ctx context.Context, restConfig *rest.Config, opts Options) error {
+	log := logf.FromContext(ctx).WithName("server")
+
+	if err := checkCertificates(opts.CertDir); err != nil {
+		return err
+	}
+
+	cfg, raw := config.Default(), []byte(nil)
+	if opts.ConfigFile != "" {
+		var err error
+		if cfg, raw, err = config.Load(opts.ConfigFile); err != nil {
+			return fmt.Errorf("invalid --config: %w", err)
+		}
+	}
+	engine, err := policies.Build(cfg)
+	if err != nil {
+		return fmt.Errorf("invalid --config: %w", err)
+	}
+	engines := policy.NewStore(engine)
+
+	rec, err := metrics.NewRecorder(crmetrics.Registry)
+	if err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
+	if !opts.EnableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Metrics: metricsserver.Options{BindAddress: opts.MetricsBindAddress, TLSOpts: tlsOpts},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    opts.WebhookHost,
+			Port:    opts.WebhookPort,
+			CertDir: opts.CertDir,
+			TLSOpts: tlsOpts,
+		}),
+		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
+		LeaderElection:          opts.LeaderElect,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		// Step down quickly on shutdown so that the other replica takes over.
+		LeaderElectionReleaseOnCancel: true,
+		BaseContext:                   func() context.Context { return ctx },
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	mutator, err := epwebhook.NewPodMutator(engines, rec)
+	if err != nil {
+		return err
+	}
+	mgr.GetWebhookServer().Register(epwebhook.MutatePodPath, &webhook.Admission{Handler: mutator})
+
+	if opts.ConfigFile != "" {
+		apply := func(c *config.PolicyConfiguration) error {
+			e, err := policies.Build(c)
+			if err != nil {
+				return err
+			}
+			engines.Swap(e)
+			return nil
+		}
+		w := config.NewWatcher(opts.ConfigFile, raw, opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
+		if err := mgr.Add(w); err != nil {
+			return fmt.Errorf("adding configuration watcher: %w", err)
+		}
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("adding health check: %w", err)
+	}
+	// Ready only once the webhook's TLS server answers.
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
+
+	log.Info("Starting", "webhookPort", opts.WebhookPort, "config", configSource(opts.ConfigFile),
+		"modes", cfg.Modes())
+	return mgr.Start(ctx)
+}
+
+// checkCertificates fails early, with a message naming the flag and files,
+// when the serving certificate cannot be loaded; the webhook server would
+// otherwise fail only once started.
+func checkCertificates(dir string) error {
+	crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if _, err := tls.LoadX509KeyPair(crt, key); err != nil {
+		return fmt.Errorf("--cert-dir %s: cannot load the serving certificate (tls.crt, tls.key): %w", dir, err)
+	}
+	return nil
+}
+
+func configSource(path string) string {
+	if path == "" {
+		return "built-in defaults"
+	}
+	return path
+}

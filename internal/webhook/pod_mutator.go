@@ -1,0 +1,79 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// MutatePodPath is where the pod mutating webhook is served.
+const MutatePodPath = "/mutate-v1-pod"
+
+var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// PodMutator runs the engine's mutating policies on pod creations.
+//
+// It is a raw admission.Handler rather than a typed Defaulter on purpose: it
+// emits only the JSON patch operations the policies ask for, instead of
+// re-marshalling the whole pod and diffing it (PatchResponseFromRaw), which is
+// both slower on this hot path and drops fields the Go type does not know.
+type PodMutator struct {
+	engines *policy.Store
+	metrics *metrics.Recorder
+}
+
+// NewPodMutator returns the pod mutating handler.
+func NewPodMutator(engines *policy.Store, rec *metrics.Recorder) (*PodMutator, error) {
+	if engines == nil || rec == nil {
+		return nil, fmt.Errorf("pod mutator needs an engine store and a metrics recorder")
+	}
+	return &PodMutator{engines: engines, metrics: rec}, nil
+}
+
+// Handle implements admission.Handler.
+func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if req.Resource != podResource || req.SubResource != "" {
+		return admission.Errored(http.StatusBadRequest,
+			fmt.Errorf("%s serves v1 pods, got resource %q subresource %q", MutatePodPath, req.Resource.String(), req.SubResource))
+	}
+	if req.Operation != admissionv1.Create {
+		return admission.Allowed("")
+	}
+	pod, err := decodePod(req.Object.Raw)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+
+	results := m.engines.Load().Evaluate(policy.Target{Object: pod})
+	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
+	if len(d.patch) > 0 {
+		logf.FromContext(ctx).V(1).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
+	}
+	return d.response(pod.Annotations != nil)
+}
+
+// decodePod decodes an AdmissionRequest's object as a Pod, case-sensitively
+// like the API server.
+func decodePod(raw []byte) (*corev1.Pod, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("admission request has no object")
+	}
+	pod := &corev1.Pod{}
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
+		return nil, fmt.Errorf("cannot decode object as a v1 Pod: %w", err)
+	}
+	if pod.Kind != "" && (pod.Kind != "Pod" || pod.APIVersion != "v1") {
+		return nil, fmt.Errorf("object is a %s %s, not a v1 Pod", pod.APIVersion, pod.Kind)
+	}
+	return pod, nil
+}
