@@ -1,0 +1,121 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+)
+
+const header = "apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\n"
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		want    func(*config.PolicyConfiguration) // edits to the defaults
+		wantErr string
+	}{
+		{name: "minimal file keeps every default", file: header, want: func(*config.PolicyConfiguration) {}},
+		{name: "the documented example", file: header + `mode: Enforce
+policies:
+  host-network-endpoint:
+    mode: Enforce
+    host: localhost
+    port: 7443
+    override: IPLiterals
+`, want: func(*config.PolicyConfiguration) {}},
+		{name: "partial policy settings keep the other defaults", file: header + `policies:
+  host-network-endpoint:
+    port: 6443
+`, want: func(c *config.PolicyConfiguration) { c.Policies.HostNetworkEndpoint.Port = 6443 }},
+		{name: "JSON works too", file: `{"apiVersion":"endpoint-policy.io/v1alpha1","kind":"PolicyConfiguration","mode":"Audit"}`,
+			want: func(c *config.PolicyConfiguration) { c.Mode = policy.Audit }},
+		{name: "global Audit", file: header + "mode: Audit\n",
+			want: func(c *config.PolicyConfiguration) { c.Mode = policy.Audit }},
+		{name: "policy Disabled", file: header + "policies:\n  host-network-endpoint:\n    mode: Disabled\n",
+			want: func(c *config.PolicyConfiguration) { c.Policies.HostNetworkEndpoint.Mode = policy.Disabled }},
+		{name: "custom balancer", file: header + "policies:\n  host-network-endpoint:\n    host: 127.0.0.1\n    port: 6443\n    override: Always\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.Policies.HostNetworkEndpoint.Host = "127.0.0.1"
+				c.Policies.HostNetworkEndpoint.Port = 6443
+				c.Policies.HostNetworkEndpoint.Override = hostnetwork.OverrideAlways
+			}},
+
+		{name: "unknown top-level field", file: header + "modes: Audit\n", wantErr: `unknown field "modes"`},
+		{name: "unknown policy ID", file: header + "policies:\n  host-network-endpoints:\n    mode: Audit\n",
+			wantErr: `unknown field "policies.host-network-endpoints"`},
+		{name: "unknown policy field", file: header + "policies:\n  host-network-endpoint:\n    hots: localhost\n",
+			wantErr: `unknown field "policies.host-network-endpoint.hots"`},
+		{name: "duplicate key", file: header + "mode: Audit\nmode: Enforce\n", wantErr: `"mode"`},
+		{name: "bad global mode", file: header + "mode: enforce\n", wantErr: `mode: Unsupported value: "enforce"`},
+		{name: "global Disabled is not a global mode", file: header + "mode: Disabled\n", wantErr: `mode: Unsupported value: "Disabled"`},
+		{name: "bad policy mode", file: header + "policies:\n  host-network-endpoint:\n    mode: Warn\n",
+			wantErr: `policies.host-network-endpoint.mode: Unsupported value: "Warn"`},
+		{name: "port 0", file: header + "policies:\n  host-network-endpoint:\n    port: 0\n",
+			wantErr: "policies.host-network-endpoint.port: Invalid value: 0: must be between 1 and 65535"},
+		{name: "port 70000", file: header + "policies:\n  host-network-endpoint:\n    port: 70000\n",
+			wantErr: "policies.host-network-endpoint.port: Invalid value: 70000"},
+		{name: "port as a string", file: header + "policies:\n  host-network-endpoint:\n    port: \"7443\"\n",
+			wantErr: "port"},
+		{name: "empty host", file: header + "policies:\n  host-network-endpoint:\n    host: \"\"\n",
+			wantErr: "policies.host-network-endpoint.host: Required value"},
+		{name: "host with a scheme", file: header + "policies:\n  host-network-endpoint:\n    host: https://localhost\n",
+			wantErr: "policies.host-network-endpoint.host: Invalid value"},
+		{name: "bad override", file: header + "policies:\n  host-network-endpoint:\n    override: IPs\n",
+			wantErr: `policies.host-network-endpoint.override: Unsupported value: "IPs"`},
+		{name: "missing apiVersion", file: "kind: PolicyConfiguration\n", wantErr: `apiVersion: Unsupported value: ""`},
+		{name: "wrong apiVersion", file: "apiVersion: endpoint-policy.io/v1\nkind: PolicyConfiguration\n",
+			wantErr: `apiVersion: Unsupported value: "endpoint-policy.io/v1"`},
+		{name: "wrong kind", file: "apiVersion: endpoint-policy.io/v1alpha1\nkind: Config\n", wantErr: `kind: Unsupported value: "Config"`},
+		{name: "empty file", file: "", wantErr: "apiVersion"},
+		{name: "not YAML", file: "mode: [", wantErr: "not valid YAML"},
+		{name: "not a map", file: "- a\n- b\n", wantErr: "cannot decode"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.Parse([]byte(tt.file))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := config.Default()
+			tt.want(want)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("configuration (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestModes(t *testing.T) {
+	tests := []struct {
+		name       string
+		global     policy.Mode
+		hostNet    policy.Mode
+		wantHostNe policy.Mode
+	}{
+		{"enforce/enforce", policy.Enforce, policy.Enforce, policy.Enforce},
+		{"enforce/audit", policy.Enforce, policy.Audit, policy.Audit},
+		{"audit turns enforce into audit", policy.Audit, policy.Enforce, policy.Audit},
+		{"audit keeps disabled", policy.Audit, policy.Disabled, policy.Disabled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := config.Default()
+			c.Mode, c.Policies.HostNetworkEndpoint.Mode = tt.global, tt.hostNet
+			if got := c.Modes()[hostnetwork.ID]; got != tt.wantHostNe {
+				t.Fatalf("effective mode = %s, want %s", got, tt.wantHostNe)
+			}
+		})
+	}
+}
