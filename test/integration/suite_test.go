@@ -1,0 +1,184 @@
+// Package integration runs endpoint-policy against a real kube-apiserver and
+// etcd (envtest): the webhook configuration from config/webhook is installed
+// into the API server, the server runs as `endpoint-policy serve` does, and
+// objects are created through the API server.
+//
+// The binaries are built from Go modules by `make test` (hack/envtest), which
+// sets KUBEBUILDER_ASSETS.
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/server"
+)
+
+func TestIntegration(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "endpoint-policy integration (envtest)")
+}
+
+var (
+	testEnv    *envtest.Environment
+	restConfig *rest.Config
+	k8s        client.Client
+	warnings   *warningRecorder
+	configFile string
+	probeAddr  string
+	stopServer context.CancelFunc
+	serverDone chan error
+)
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		Fail("KUBEBUILDER_ASSETS is not set. Run `make test`, which builds kube-apiserver and etcd from Go modules into bin/ and sets it.")
+	}
+	testEnv = &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			Paths: []string{filepath.Join("..", "..", "config", "webhook")},
+		},
+	}
+	var err error
+	restConfig, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
+
+	warnings = &warningRecorder{}
+	clientConfig := rest.CopyConfig(restConfig)
+	clientConfig.WarningHandlerWithContext = warnings
+	k8s, err = client.New(clientConfig, client.Options{})
+	Expect(err).NotTo(HaveOccurred())
+
+	configFile = filepath.Join(GinkgoT().TempDir(), "config.yaml")
+	writeConfig(enforceConfig)
+	probeAddr = freeAddr()
+	startServer()
+})
+
+// startServer runs the server the way `endpoint-policy serve` does and waits
+// until it reports ready.
+func startServer() {
+	wio := testEnv.WebhookInstallOptions
+	opts := server.DefaultOptions()
+	opts.WebhookHost = wio.LocalServingHost
+	opts.WebhookPort = wio.LocalServingPort
+	opts.CertDir = wio.LocalServingCertDir
+	opts.ConfigFile = configFile
+	opts.ConfigPollInterval = time.Second
+	opts.MetricsBindAddress = "0"
+	opts.HealthProbeBindAddress = probeAddr
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopServer = cancel
+	serverDone = make(chan error, 1)
+	go func() {
+		defer GinkgoRecover()
+		serverDone <- server.Run(logf.IntoContext(ctx, logf.Log), restConfig, opts)
+	}()
+	DeferCleanup(func() {
+		stopServer()
+		Eventually(serverDone).WithTimeout(30 * time.Second).Should(Receive(BeNil()))
+	})
+
+	By("waiting for /readyz, which needs the webhook's TLS server to answer")
+	Eventually(func() (int, error) {
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, nil
+	}).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal(http.StatusOK))
+
+	dialer := &net.Dialer{Timeout: time.Second}
+	conn, err := tls.DialWithDialer(dialer, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
+		&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11}) //nolint:gosec // asserting that old TLS is refused
+	if err == nil {
+		_ = conn.Close()
+		Fail("the webhook server accepted TLS 1.1")
+	}
+}
+
+const enforceConfig = `apiVersion: endpoint-policy.io/v1alpha1
+kind: PolicyConfiguration
+mode: Enforce
+policies:
+  host-network-endpoint:
+    mode: Enforce
+    host: localhost
+    port: 7443
+    override: IPLiterals
+`
+
+func writeConfig(content string) {
+	// Write then rename, as a ConfigMap update does, so that the server never
+	// reads half a file.
+	tmp := configFile + ".tmp"
+	Expect(os.WriteFile(tmp, []byte(content), 0o600)).To(Succeed())
+	Expect(os.Rename(tmp, configFile)).To(Succeed())
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newNamespace creates a namespace for one spec and deletes it afterwards.
+func newNamespace(ctx context.Context, labels map[string]string) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ep-", Labels: labels}}
+	Expect(k8s.Create(ctx, ns)).To(Succeed())
+	DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8s.Delete(ctx, ns))).To(Succeed()) })
+	return ns.Name
+}
+
+// warningRecorder collects the warnings the API server returns to the
+// client, as kubectl would print them.
+type warningRecorder struct {
+	mu       sync.Mutex
+	messages []string
+}
+
+func (w *warningRecorder) HandleWarningHeaderWithContext(_ context.Context, code int, _ string, message string) {
+	if code != 299 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.messages = append(w.messages, message)
+}
+
+// during returns the warnings received while f ran.
+func (w *warningRecorder) during(f func()) []string {
+	w.mu.Lock()
+	start := len(w.messages)
+	w.mu.Unlock()
+	f()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.messages[start:]...)
+}
