@@ -103,6 +103,13 @@ func serve(args []string, stderr io.Writer) int {
 	log := ctrl.Log.WithName("endpoint-policy")
 	log.Info("Starting endpoint-policy", "version", version.Get().Version)
 
+	// Local inputs first: a bad certificate or configuration file is named
+	// as such, whatever the state of the cluster connection.
+	srv, err := server.New(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "endpoint-policy serve: %v\n", err)
+		return 1
+	}
 	restConfig, err := loadRESTConfig(kubeconfig)
 	if err != nil {
 		fmt.Fprintf(stderr, "endpoint-policy serve: %v\n", err)
@@ -110,7 +117,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := server.Run(ctrl.LoggerInto(ctx, log), restConfig, opts); err != nil {
+	if err := srv.Run(ctrl.LoggerInto(ctx, log), restConfig); err != nil {
 		log.Error(err, "Server failed")
 		fmt.Fprintf(stderr, "endpoint-policy serve: %v\n", err)
 		return 1

@@ -67,27 +67,39 @@ func DefaultOptions() Options {
 // LeaderElectionID names the leader election Lease.
 const LeaderElectionID = "endpoint-policy.endpoint-policy.io"
 
-// Run serves until ctx is done. It returns an error naming the problem when
-// the certificates or the configuration file cannot be used.
-func Run(ctx context.Context, restConfig *rest.Config, opts Options) error {
-	log := logf.FromContext(ctx).WithName("server")
+// Server is a configured, not yet running, webhook server.
+type Server struct {
+	opts    Options
+	cfg     *config.PolicyConfiguration
+	raw     []byte // the configuration file's content in force
+	engines *policy.Store
+}
 
+// New checks everything the server needs from its own machine (the serving
+// certificate and the configuration file) and builds the policy engine. Its
+// errors name the flag and the problem.
+func New(opts Options) (*Server, error) {
 	if err := checkCertificates(opts.CertDir); err != nil {
-		return err
+		return nil, err
 	}
-
 	cfg, raw := config.Default(), []byte(nil)
 	if opts.ConfigFile != "" {
 		var err error
 		if cfg, raw, err = config.Load(opts.ConfigFile); err != nil {
-			return fmt.Errorf("invalid --config: %w", err)
+			return nil, fmt.Errorf("--config: %w", err)
 		}
 	}
 	engine, err := policies.Build(cfg)
 	if err != nil {
-		return fmt.Errorf("invalid --config: %w", err)
+		return nil, fmt.Errorf("--config: %w", err)
 	}
-	engines := policy.NewStore(engine)
+	return &Server{opts: opts, cfg: cfg, raw: raw, engines: policy.NewStore(engine)}, nil
+}
+
+// Run serves until ctx is done.
+func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
+	opts := s.opts
+	log := logf.FromContext(ctx).WithName("server")
 
 	rec, err := metrics.NewRecorder(crmetrics.Registry)
 	if err != nil {
@@ -118,7 +130,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	mutator, err := epwebhook.NewPodMutator(engines, rec)
+	mutator, err := epwebhook.NewPodMutator(s.engines, rec)
 	if err != nil {
 		return err
 	}
@@ -130,10 +142,10 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options) error {
 			if err != nil {
 				return err
 			}
-			engines.Swap(e)
+			s.engines.Swap(e)
 			return nil
 		}
-		w := config.NewWatcher(opts.ConfigFile, raw, opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
+		w := config.NewWatcher(opts.ConfigFile, s.raw, opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
 		if err := mgr.Add(w); err != nil {
 			return fmt.Errorf("adding configuration watcher: %w", err)
 		}
@@ -148,7 +160,7 @@ func Run(ctx context.Context, restConfig *rest.Config, opts Options) error {
 	}
 
 	log.Info("Starting", "webhookPort", opts.WebhookPort, "config", configSource(opts.ConfigFile),
-		"modes", cfg.Modes())
+		"modes", s.cfg.Modes())
 	return mgr.Start(ctx)
 }
 

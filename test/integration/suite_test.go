@@ -91,12 +91,14 @@ func startServer() {
 	opts.MetricsBindAddress = "0"
 	opts.HealthProbeBindAddress = probeAddr
 
+	srv, err := server.New(opts)
+	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	stopServer = cancel
 	serverDone = make(chan error, 1)
 	go func() {
 		defer GinkgoRecover()
-		serverDone <- server.Run(logf.IntoContext(ctx, logf.Log), restConfig, opts)
+		serverDone <- srv.Run(logf.IntoContext(ctx, logf.Log), restConfig)
 	}()
 	DeferCleanup(func() {
 		stopServer()
@@ -113,13 +115,19 @@ func startServer() {
 		return resp.StatusCode, nil
 	}).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal(http.StatusOK))
 
+	var conn *tls.Conn
 	dialer := &net.Dialer{Timeout: time.Second}
-	conn, err := tls.DialWithDialer(dialer, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
+	conn, err = tls.DialWithDialer(dialer, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
 		&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11}) //nolint:gosec // asserting that old TLS is refused
 	if err == nil {
 		_ = conn.Close()
 		Fail("the webhook server accepted TLS 1.1")
 	}
+	conn, err = tls.DialWithDialer(dialer, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // test dial
+	Expect(err).NotTo(HaveOccurred())
+	Expect(conn.ConnectionState().NegotiatedProtocol).To(Equal("http/1.1"), "HTTP/2 must be off unless --enable-http2")
+	_ = conn.Close()
 }
 
 const enforceConfig = `apiVersion: endpoint-policy.io/v1alpha1

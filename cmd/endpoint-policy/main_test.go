@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert writes a self-signed tls.crt/tls.key pair into a new directory.
+func writeCert(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "webhook"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, typ string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tls.crt", "CERTIFICATE", der)
+	write("tls.key", "EC PRIVATE KEY", keyDER)
+	return dir
+}
+
+func TestRun(t *testing.T) {
+	certs := writeCert(t)
+	badConfig := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(badConfig, []byte("apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\npolicies:\n  host-network-endpoint:\n    port: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	brokenCerts := t.TempDir()
+	if err := os.WriteFile(filepath.Join(brokenCerts, "tls.crt"), []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(brokenCerts, "tls.key"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "no command", args: nil, wantCode: 2, wantStderr: "Usage:"},
+		{name: "unknown command", args: []string{"serv"}, wantCode: 2, wantStderr: `unknown command "serv"`},
+		{name: "help", args: []string{"--help"}, wantCode: 0, wantStdout: "endpoint-policy serve"},
+		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "endpoint-policy "},
+		{name: "unknown flag", args: []string{"serve", "--webhook-prot=9443"}, wantCode: 2,
+			wantStderr: "flag provided but not defined: -webhook-prot"},
+		{name: "bad flag value", args: []string{"serve", "--webhook-port=https"}, wantCode: 2,
+			wantStderr: `invalid value "https" for flag -webhook-port`},
+		{name: "port out of range", args: []string{"serve", "--webhook-port=70000"}, wantCode: 2,
+			wantStderr: "--webhook-port 70000: must be between 1 and 65535"},
+		{name: "stray argument", args: []string{"serve", "now"}, wantCode: 2, wantStderr: `unexpected arguments ["now"]`},
+		{name: "missing certificates", args: []string{"serve", "--cert-dir", "/nonexistent/certs"}, wantCode: 1,
+			wantStderr: "--cert-dir /nonexistent/certs: cannot load the serving certificate (tls.crt, tls.key)"},
+		{name: "unreadable certificates", args: []string{"serve", "--cert-dir", brokenCerts}, wantCode: 1,
+			wantStderr: "--cert-dir " + brokenCerts + ": cannot load the serving certificate"},
+		{name: "missing configuration file", args: []string{"serve", "--cert-dir", certs, "--config", "/nonexistent/config.yaml"}, wantCode: 1,
+			wantStderr: "--config: open /nonexistent/config.yaml: no such file or directory"},
+		{name: "invalid configuration file", args: []string{"serve", "--cert-dir", certs, "--config", badConfig}, wantCode: 1,
+			wantStderr: "--config: " + badConfig + ": policies.host-network-endpoint.port: Invalid value: 0"},
+		{name: "unreadable kubeconfig", args: []string{"serve", "--cert-dir", certs, "--kubeconfig", "/nonexistent/kubeconfig"}, wantCode: 1,
+			wantStderr: "--kubeconfig /nonexistent/kubeconfig"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, tt.wantCode, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tt.wantStdout) {
+				t.Errorf("stdout %q, want it to contain %q", stdout.String(), tt.wantStdout)
+			}
+			if !strings.Contains(stderr.String(), tt.wantStderr) {
+				t.Errorf("stderr %q, want it to contain %q", stderr.String(), tt.wantStderr)
+			}
+		})
+	}
+}
