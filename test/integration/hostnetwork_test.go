@@ -164,7 +164,7 @@ var _ = Describe("host-network-endpoint", func() {
 			var created *corev1.Pod
 			Eventually(func(g Gomega) {
 				created = pod(ns, true, envVars(envHost, "10.0.1.16", envPort, "6443"))
-				got := warnings.during(func() { g.Expect(k8s.Create(ctx, created)).To(Succeed()) })
+				got := clientWarnings.During(func() { g.Expect(k8s.Create(ctx, created)).To(Succeed()) })
 				g.Expect(got).To(ContainElement(HavePrefix(
 					`[host-network-endpoint] would set KUBERNETES_SERVICE_HOST=localhost (was "10.0.1.16"), KUBERNETES_SERVICE_PORT=7443 (was "6443")`)))
 			}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
@@ -178,7 +178,7 @@ var _ = Describe("host-network-endpoint", func() {
 			Eventually(reloadErrors).WithTimeout(20 * time.Second).Should(BeNumerically(">", before))
 
 			p := pod(ns, true, envVars(envHost, "10.0.1.16", envPort, "6443"))
-			got := warnings.during(func() { Expect(k8s.Create(ctx, p)).To(Succeed()) })
+			got := clientWarnings.During(func() { Expect(k8s.Create(ctx, p)).To(Succeed()) })
 			Expect(got).To(ContainElement(HavePrefix("[host-network-endpoint] would set")), "still in Audit")
 			Expect(p.Spec.Containers[0].Env).To(Equal(envVars(envHost, "10.0.1.16", envPort, "6443")))
 		})

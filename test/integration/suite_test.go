@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/server"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
 
 func TestIntegration(t *testing.T) {
@@ -38,14 +38,14 @@ func TestIntegration(t *testing.T) {
 }
 
 var (
-	testEnv    *envtest.Environment
-	restConfig *rest.Config
-	k8s        client.Client
-	warnings   *warningRecorder
-	configFile string
-	probeAddr  string
-	stopServer context.CancelFunc
-	serverDone chan error
+	testEnv        *envtest.Environment
+	restConfig     *rest.Config
+	k8s            client.Client
+	clientWarnings *warnings.Recorder
+	configFile     string
+	probeAddr      string
+	stopServer     context.CancelFunc
+	serverDone     chan error
 )
 
 var _ = BeforeSuite(func() {
@@ -66,9 +66,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
 
-	warnings = &warningRecorder{}
+	clientWarnings = &warnings.Recorder{}
 	clientConfig := rest.CopyConfig(restConfig)
-	clientConfig.WarningHandlerWithContext = warnings
+	clientConfig.WarningHandlerWithContext = clientWarnings
 	k8s, err = client.New(clientConfig, client.Options{})
 	Expect(err).NotTo(HaveOccurred())
 
@@ -162,31 +162,4 @@ func newNamespace(ctx context.Context, labels map[string]string) string {
 	Expect(k8s.Create(ctx, ns)).To(Succeed())
 	DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8s.Delete(ctx, ns))).To(Succeed()) })
 	return ns.Name
-}
-
-// warningRecorder collects the warnings the API server returns to the
-// client, as kubectl would print them.
-type warningRecorder struct {
-	mu       sync.Mutex
-	messages []string
-}
-
-func (w *warningRecorder) HandleWarningHeaderWithContext(_ context.Context, code int, _ string, message string) {
-	if code != 299 {
-		return
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.messages = append(w.messages, message)
-}
-
-// during returns the warnings received while f ran.
-func (w *warningRecorder) during(f func()) []string {
-	w.mu.Lock()
-	start := len(w.messages)
-	w.mu.Unlock()
-	f()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.messages[start:]...)
 }

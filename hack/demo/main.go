@@ -1,0 +1,417 @@
+// Command demo runs endpoint-policy end to end on this machine: a local
+// control plane (etcd + kube-apiserver, the envtest binaries), the real
+// `endpoint-policy serve` binary with a freshly generated self-signed
+// certificate, the webhook registration from config/webhook, and the
+// manifests in examples/. It prints what happened to each object, then shows
+// a switch to Audit mode without a restart, and stops everything.
+//
+//	go run ./hack/demo --assets bin/k8s/... --binary bin/endpoint-policy --examples examples
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
+)
+
+func main() {
+	start := time.Now()
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("\nDemo finished in %s.\n", time.Since(start).Round(100*time.Millisecond))
+}
+
+func run() error {
+	assets := flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory holding kube-apiserver and etcd")
+	binary := flag.String("binary", "bin/endpoint-policy", "the endpoint-policy binary")
+	examples := flag.String("examples", "examples", "directory of manifests to apply")
+	logFile := flag.String("log", filepath.Join("bin", "demo", "endpoint-policy.log"), "where the server's log is written")
+	flag.Parse()
+	logf.SetLogger(logr.Discard())
+
+	work, err := os.MkdirTemp("", "endpoint-policy-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	step("Starting a local control plane (etcd + kube-apiserver from %s)", *assets)
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: *assets,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("config", "webhook")}},
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() {
+		step("Stopping the control plane")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: stopping the control plane: %v\n", err)
+		}
+	}()
+	wio := env.WebhookInstallOptions
+	fmt.Printf("   API server %s; webhook registered at https://%s:%d (self-signed CA, certificate in %s)\n",
+		cfg.Host, wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir)
+
+	kubeconfig, err := writeKubeconfig(env, work)
+	if err != nil {
+		return err
+	}
+	configFile := filepath.Join(work, "config.yaml")
+	if err := os.WriteFile(configFile, []byte(policyConfig("Enforce")), 0o600); err != nil {
+		return err
+	}
+
+	probe, metrics := freeAddr(), freeAddr()
+	step("Starting %s serve", *binary)
+	srv, err := startServer(*binary, *logFile, []string{
+		"serve",
+		"--kubeconfig", kubeconfig,
+		"--cert-dir", wio.LocalServingCertDir,
+		"--webhook-port", fmt.Sprint(wio.LocalServingPort),
+		"--config", configFile,
+		"--health-probe-bind-address", probe,
+		"--metrics-bind-address", metrics,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stopping endpoint-policy (SIGTERM)")
+		if err := srv.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		}
+	}()
+	if err := waitReady(probe, srv); err != nil {
+		return err
+	}
+	fmt.Printf("   ready (/readyz on %s, metrics on %s)\n", probe, metrics)
+
+	warnings := &warnings.Recorder{}
+	clientConfig := rest.CopyConfig(cfg)
+	clientConfig.WarningHandlerWithContext = warnings
+	k8s, err := client.New(clientConfig, client.Options{})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+
+	objs, err := readExamples(*examples)
+	if err != nil {
+		return err
+	}
+	step("Applying %d manifests from %s/ (mode: Enforce)", len(objs), *examples)
+	for _, o := range objs {
+		if err := apply(ctx, k8s, warnings, o, ""); err != nil {
+			return err
+		}
+	}
+
+	step("Switching the configuration file to mode: Audit (no restart)")
+	if err := os.WriteFile(configFile, []byte(policyConfig("Audit")), 0o600); err != nil {
+		return err
+	}
+	// The server notices within its poll interval at the latest; apply the
+	// pinned pod again under new names until a warning shows Audit is in force.
+	for _, o := range objs {
+		if o.file != "cilium-operator-pinned.yaml" {
+			continue
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for attempt := 1; ; attempt++ {
+			got, err := create(ctx, k8s, warnings, o, fmt.Sprintf("-audit-%d", attempt))
+			if err != nil {
+				return err
+			}
+			if len(got.warnings) > 0 || time.Now().After(deadline) {
+				report(o, got)
+				break
+			}
+			time.Sleep(250 * time.Millisecond) // waiting on a file watcher in another process
+		}
+	}
+
+	if body, err := httpGet("http://" + metrics + "/metrics"); err == nil {
+		step("Decision metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "endpoint_policy_admission_decisions_total{") || strings.HasPrefix(line, "endpoint_policy_config_reloads_total{") {
+				fmt.Println("   " + line)
+			}
+		}
+	}
+	fmt.Printf("\n   Server log: %s\n", *logFile)
+	return nil
+}
+
+func policyConfig(mode string) string {
+	return `apiVersion: endpoint-policy.io/v1alpha1
+kind: PolicyConfiguration
+mode: ` + mode + `
+policies:
+  host-network-endpoint:
+    mode: Enforce
+    host: localhost
+    port: 7443
+    override: IPLiterals
+`
+}
+
+func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
+
+type example struct {
+	file string
+	obj  *unstructured.Unstructured
+}
+
+func readExamples(dir string) ([]example, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var out []example
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+			if len(u.Object) == 0 {
+				continue
+			}
+			out = append(out, example{file: filepath.Base(f), obj: u})
+		}
+	}
+	return out, nil
+}
+
+type created struct {
+	obj      *unstructured.Unstructured
+	warnings []string
+}
+
+func create(ctx context.Context, k8s client.Client, w *warnings.Recorder, e example, suffix string) (created, error) {
+	obj := e.obj.DeepCopy()
+	obj.SetName(obj.GetName() + suffix)
+	var err error
+	got := w.During(func() { err = k8s.Create(ctx, obj) })
+	if err != nil {
+		return created{}, fmt.Errorf("%s: creating %s %s: %w", e.file, obj.GetKind(), obj.GetName(), err)
+	}
+	return created{obj: obj, warnings: got}, nil
+}
+
+func apply(ctx context.Context, k8s client.Client, w *warnings.Recorder, e example, suffix string) error {
+	got, err := create(ctx, k8s, w, e, suffix)
+	if err != nil {
+		return err
+	}
+	report(e, got)
+	return nil
+}
+
+// report prints what admission did to one object: env before -> after per
+// container for pods, annotations added, warnings.
+func report(e example, got created) {
+	o := got.obj
+	fmt.Printf("\n   %s: %s %s/%s\n", e.file, o.GetKind(), o.GetNamespace(), o.GetName())
+	if o.GetKind() == "Pod" {
+		var before, after corev1.Pod
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(e.obj.Object, &before); err != nil {
+			fmt.Printf("     (cannot read as a Pod: %v)\n", err)
+			return
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &after); err != nil {
+			fmt.Printf("     (cannot read as a Pod: %v)\n", err)
+			return
+		}
+		fmt.Printf("     hostNetwork: %v\n", after.Spec.HostNetwork)
+		printContainers("init container", before.Spec.InitContainers, after.Spec.InitContainers)
+		printContainers("container", before.Spec.Containers, after.Spec.Containers)
+	}
+	annotations := o.GetAnnotations()
+	for _, k := range slices.Sorted(maps.Keys(annotations)) {
+		if _, had := e.obj.GetAnnotations()[k]; !had {
+			fmt.Printf("     + annotation %s=%s\n", k, annotations[k])
+		}
+	}
+	if len(got.warnings) == 0 {
+		fmt.Println("     warnings: none")
+	}
+	for _, w := range got.warnings {
+		fmt.Printf("     Warning: %s\n", w)
+	}
+}
+
+func printContainers(kind string, before, after []corev1.Container) {
+	for i, c := range after {
+		was := map[string]string{}
+		if i < len(before) {
+			for _, e := range before[i].Env {
+				was[e.Name] = envString(e)
+			}
+		}
+		now := map[string]string{}
+		for _, e := range c.Env {
+			now[e.Name] = envString(e)
+		}
+		fmt.Printf("     %s %q:\n", kind, c.Name)
+		for _, name := range []string{"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} {
+			b, a := orUnset(was[name]), orUnset(now[name])
+			mark := ""
+			if a == b {
+				mark = "  (unchanged)"
+			}
+			fmt.Printf("       %-24s %-24s -> %s%s\n", name, b, a, mark)
+		}
+	}
+}
+
+func envString(e corev1.EnvVar) string {
+	if e.ValueFrom != nil {
+		return "(valueFrom)"
+	}
+	return e.Value
+}
+
+func orUnset(s string) string {
+	if s == "" {
+		return "(unset)"
+	}
+	return s
+}
+
+func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
+	user, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("creating a user: %w", err)
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+type serverProcess struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startServer(binary, logFile string, args []string) (*serverProcess, error) {
+	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
+		return nil, err
+	}
+	log, err := os.Create(logFile)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		_ = log.Close()
+		return nil, fmt.Errorf("starting %s: %w", binary, err)
+	}
+	p := &serverProcess{cmd: cmd, done: make(chan error, 1)}
+	go func() {
+		p.done <- cmd.Wait()
+		_ = log.Close()
+	}()
+	return p, nil
+}
+
+func (p *serverProcess) stop() error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return fmt.Errorf("endpoint-policy exited: %w", err)
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return errors.New("endpoint-policy did not stop within 30s of SIGTERM; killed")
+	}
+}
+
+func waitReady(addr string, p *serverProcess) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			return fmt.Errorf("endpoint-policy exited before it was ready: %v (see its log)", err)
+		default:
+		}
+		if _, err := httpGet("http://" + addr + "/readyz"); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process's readiness
+	}
+	return errors.New("endpoint-policy not ready within 60s")
+}
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	return string(body), nil
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
