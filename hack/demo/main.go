@@ -37,6 +37,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"sigs.k8s.io/yaml"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
 
@@ -87,7 +91,7 @@ func run() error {
 		return err
 	}
 	configFile := filepath.Join(work, "config.yaml")
-	if err := os.WriteFile(configFile, []byte(policyConfig("Enforce")), 0o600); err != nil {
+	if err := os.WriteFile(configFile, []byte(policyConfig(policy.Enforce)), 0o600); err != nil {
 		return err
 	}
 
@@ -137,7 +141,7 @@ func run() error {
 	}
 
 	step("Switching the configuration file to mode: Audit (no restart)")
-	if err := os.WriteFile(configFile, []byte(policyConfig("Audit")), 0o600); err != nil {
+	if err := os.WriteFile(configFile, []byte(policyConfig(policy.Audit)), 0o600); err != nil {
 		return err
 	}
 	// The server notices within its poll interval at the latest; apply the
@@ -172,17 +176,15 @@ func run() error {
 	return nil
 }
 
-func policyConfig(mode string) string {
-	return `apiVersion: endpoint-policy.io/v1alpha1
-kind: PolicyConfiguration
-mode: ` + mode + `
-policies:
-  host-network-endpoint:
-    mode: Enforce
-    host: localhost
-    port: 7443
-    override: IPLiterals
-`
+// policyConfig renders the built-in configuration with the given global mode.
+func policyConfig(mode policy.Mode) string {
+	c := config.Default()
+	c.Mode = mode
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		panic(err) // a fixed, valid struct
+	}
+	return string(out)
 }
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }

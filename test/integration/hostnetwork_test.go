@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -20,6 +19,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
 const (
@@ -157,10 +159,10 @@ var _ = Describe("host-network-endpoint", func() {
 	})
 
 	Context("configuration changes", Ordered, func() {
-		AfterAll(func() { writeConfig(enforceConfig) })
+		AfterAll(func() { writeConfig(configYAML(nil)) })
 
 		It("switches to Audit without a restart: a warning for the client, no change to the pod", func(ctx context.Context) {
-			writeConfig(strings.Replace(enforceConfig, "mode: Enforce\npolicies", "mode: Audit\npolicies", 1))
+			writeConfig(configYAML(func(c *config.PolicyConfiguration) { c.Mode = policy.Audit }))
 			var created *corev1.Pod
 			Eventually(func(g Gomega) {
 				created = pod(ns, true, envVars(envHost, "10.0.1.16", envPort, "6443"))
@@ -174,7 +176,7 @@ var _ = Describe("host-network-endpoint", func() {
 
 		It("keeps the last good configuration when the file becomes invalid", func(ctx context.Context) {
 			before := reloadErrors()
-			writeConfig(enforceConfig + "    port: 0\n")
+			writeConfig(configYAML(func(c *config.PolicyConfiguration) { c.Mode = "Sometimes" }))
 			Eventually(reloadErrors).WithTimeout(20 * time.Second).Should(BeNumerically(">", before))
 
 			p := pod(ns, true, envVars(envHost, "10.0.1.16", envPort, "6443"))
@@ -184,7 +186,7 @@ var _ = Describe("host-network-endpoint", func() {
 		})
 
 		It("switches back to Enforce without a restart, with a new balancer", func(ctx context.Context) {
-			writeConfig(strings.Replace(enforceConfig, "port: 7443", "port: 6444", 1))
+			writeConfig(configYAML(func(c *config.PolicyConfiguration) { c.Policies.HostNetworkEndpoint.Port = 6444 }))
 			Eventually(func(g Gomega) {
 				p := pod(ns, true, envVars(envHost, "10.0.1.16", envPort, "6443"))
 				g.Expect(k8s.Create(ctx, p)).To(Succeed())

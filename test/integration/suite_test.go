@@ -27,7 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/server"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
@@ -73,7 +75,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 
 	configFile = filepath.Join(GinkgoT().TempDir(), "config.yaml")
-	writeConfig(enforceConfig)
+	writeConfig(configYAML(nil))
 	probeAddr = freeAddr()
 	startServer()
 })
@@ -130,16 +132,17 @@ func startServer() {
 	_ = conn.Close()
 }
 
-const enforceConfig = `apiVersion: endpoint-policy.io/v1alpha1
-kind: PolicyConfiguration
-mode: Enforce
-policies:
-  host-network-endpoint:
-    mode: Enforce
-    host: localhost
-    port: 7443
-    override: IPLiterals
-`
+// configYAML renders the built-in configuration, changed by edit, as a
+// configuration file.
+func configYAML(edit func(*config.PolicyConfiguration)) string {
+	c := config.Default()
+	if edit != nil {
+		edit(c)
+	}
+	out, err := yaml.Marshal(c)
+	Expect(err).NotTo(HaveOccurred())
+	return string(out)
+}
 
 func writeConfig(content string) {
 	// Write then rename, as a ConfigMap update does, so that the server never
