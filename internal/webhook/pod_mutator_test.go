@@ -86,22 +86,7 @@ func (h *harness) call(t *testing.T, body string) *admissionv1.AdmissionResponse
 }
 
 func (h *harness) decisions(policyID, action string) float64 {
-	mfs, _ := h.reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() != "endpoint_policy_admission_decisions_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["policy"] == policyID && labels["action"] == action {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return webhook.DecisionCount(h.reg, policyID, action)
 }
 
 type op struct {

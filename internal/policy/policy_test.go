@@ -1,0 +1,107 @@
+package policy_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// fakeRule finds one problem in pods named "bad" and applies only to pods.
+type fakeRule struct{ id policy.ID }
+
+func (r fakeRule) ID() policy.ID { return r.id }
+
+func (r fakeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
+	pod, ok := t.Object.(*corev1.Pod)
+	if !ok {
+		return nil, false
+	}
+	if pod.Name == "bad" {
+		return []policy.Finding{{Message: "bad name"}}, true
+	}
+	return nil, true
+}
+
+func TestNewEngine(t *testing.T) {
+	a, b := fakeRule{"a"}, fakeRule{"b"}
+	tests := []struct {
+		name    string
+		rules   []policy.Rule
+		modes   map[policy.ID]policy.Mode
+		wantErr string
+	}{
+		{name: "valid", rules: []policy.Rule{a, b}, modes: map[policy.ID]policy.Mode{"a": policy.Enforce, "b": policy.Disabled}},
+		{name: "duplicate ID", rules: []policy.Rule{a, a}, modes: map[policy.ID]policy.Mode{"a": policy.Enforce}, wantErr: `policy "a" registered twice`},
+		{name: "no mode", rules: []policy.Rule{a, b}, modes: map[policy.ID]policy.Mode{"a": policy.Enforce}, wantErr: `policy "b" has no valid mode`},
+		{name: "invalid mode", rules: []policy.Rule{a}, modes: map[policy.ID]policy.Mode{"a": "enforce"}, wantErr: `policy "a" has no valid mode (got "enforce")`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := policy.NewEngine(tt.rules, tt.modes)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestEngineEvaluate(t *testing.T) {
+	e, err := policy.NewEngine(
+		[]policy.Rule{fakeRule{"enforced"}, fakeRule{"audited"}, fakeRule{"off"}},
+		map[policy.ID]policy.Mode{"enforced": policy.Enforce, "audited": policy.Audit, "off": policy.Disabled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bad"}}
+	good := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "good"}}
+
+	want := []policy.Result{
+		{Policy: "enforced", Mode: policy.Enforce, Findings: []policy.Finding{{Message: "bad name"}}},
+		{Policy: "audited", Mode: policy.Audit, Findings: []policy.Finding{{Message: "bad name"}}},
+	}
+	if diff := cmp.Diff(want, e.Evaluate(policy.Target{Object: bad})); diff != "" {
+		t.Errorf("bad pod (-want +got):\n%s", diff)
+	}
+	want = []policy.Result{{Policy: "enforced", Mode: policy.Enforce}, {Policy: "audited", Mode: policy.Audit}}
+	if diff := cmp.Diff(want, e.Evaluate(policy.Target{Object: good})); diff != "" {
+		t.Errorf("good pod: every applying rule has a result (-want +got):\n%s", diff)
+	}
+	if got := e.Evaluate(policy.Target{Object: &corev1.ConfigMap{}}); len(got) != 0 {
+		t.Errorf("no rule applies to a ConfigMap, got %v", got)
+	}
+	for id, want := range map[policy.ID]policy.Mode{"enforced": policy.Enforce, "audited": policy.Audit, "off": policy.Disabled, "unknown": policy.Disabled} {
+		if got := e.Mode(id); got != want {
+			t.Errorf("Mode(%s) = %s, want %s", id, got, want)
+		}
+	}
+}
+
+func TestStoreSwap(t *testing.T) {
+	e1, _ := policy.NewEngine(nil, nil)
+	e2, _ := policy.NewEngine(nil, nil)
+	s := policy.NewStore(e1)
+	if s.Load() != e1 {
+		t.Fatal("Load does not return the initial engine")
+	}
+	s.Swap(e2)
+	if s.Load() != e2 {
+		t.Fatal("Load does not return the swapped engine")
+	}
+}
+
+func TestEscapePointer(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":                       "plain",
+		"endpoint-policy.io/endpoint": "endpoint-policy.io~1endpoint",
+		"a~b/c":                       "a~0b~1c",
+	} {
+		if got := policy.EscapePointer(in); got != want {
+			t.Errorf("EscapePointer(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package webhook
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gomodules.xyz/jsonpatch/v2"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// The adaptor from engine results to admission responses is shared by every
+// admission handler; these cases cover the validating paths that the first
+// (mutating) policy does not reach.
+func TestDecideAndRespond(t *testing.T) {
+	violation := policy.Finding{Field: field.NewPath("spec", "x"), Message: "x is wrong"}
+	mutation := policy.Finding{
+		Message:     "set y",
+		Patch:       []jsonpatch.Operation{{Operation: "add", Path: "/spec/y", Value: "1"}},
+		Annotations: map[string]string{"example.io/b": "2", "example.io/a": "1"},
+	}
+	tests := []struct {
+		name             string
+		results          []policy.Result
+		canDeny          bool
+		hasAnnotations   bool
+		wantAllowed      bool
+		wantCode         int32
+		wantMessage      string
+		wantPatch        []jsonpatch.Operation
+		wantWarnings     []string
+		wantAudit        map[string]string
+		wantDecisionsFor map[string]float64 // "policy/action" -> count
+	}{
+		{
+			name:    "enforced violation denies",
+			results: []policy.Result{{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation}}},
+			canDeny: true, wantAllowed: false, wantCode: http.StatusForbidden,
+			wantMessage:      "[v] x is wrong",
+			wantDecisionsFor: map[string]float64{"v/deny": 1},
+		},
+		{
+			name:    "enforced violation on an object that must not be denied warns",
+			results: []policy.Result{{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation}}},
+			canDeny: false, wantAllowed: true, wantCode: http.StatusOK,
+			wantWarnings:     []string{"[v] x is wrong"},
+			wantAudit:        map[string]string{"v": "[v] x is wrong"},
+			wantDecisionsFor: map[string]float64{"v/warn": 1},
+		},
+		{
+			name:    "audited violation warns",
+			results: []policy.Result{{Policy: "v", Mode: policy.Audit, Findings: []policy.Finding{violation, violation}}},
+			canDeny: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantWarnings:     []string{"[v] x is wrong", "[v] x is wrong"},
+			wantAudit:        map[string]string{"v": "[v] x is wrong; [v] x is wrong"},
+			wantDecisionsFor: map[string]float64{"v/warn": 1},
+		},
+		{
+			name: "a denial keeps the other policies' warnings",
+			results: []policy.Result{
+				{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation}},
+				{Policy: "m", Mode: policy.Audit, Findings: []policy.Finding{mutation}},
+				{Policy: "ok", Mode: policy.Enforce},
+			},
+			canDeny: true, wantAllowed: false, wantCode: http.StatusForbidden,
+			wantMessage:      "[v] x is wrong",
+			wantWarnings:     []string{"[m] would set y"},
+			wantAudit:        map[string]string{"m": "[m] would set y"},
+			wantDecisionsFor: map[string]float64{"v/deny": 1, "m/warn": 1, "ok/allow": 1},
+		},
+		{
+			name:    "mutation with annotations on an object without annotations",
+			results: []policy.Result{{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{mutation}}},
+			canDeny: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantPatch: []jsonpatch.Operation{
+				{Operation: "add", Path: "/spec/y", Value: "1"},
+				{Operation: "add", Path: "/metadata/annotations", Value: map[string]string{"example.io/a": "1", "example.io/b": "2"}},
+			},
+			wantDecisionsFor: map[string]float64{"m/mutate": 1},
+		},
+		{
+			name:    "mutation with annotations on an object with annotations: one op per key, sorted",
+			results: []policy.Result{{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{mutation, mutation}}},
+			canDeny: true, hasAnnotations: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantPatch: []jsonpatch.Operation{
+				{Operation: "add", Path: "/spec/y", Value: "1"},
+				{Operation: "add", Path: "/spec/y", Value: "1"},
+				{Operation: "add", Path: "/metadata/annotations/example.io~1a", Value: "1"},
+				{Operation: "add", Path: "/metadata/annotations/example.io~1b", Value: "2"},
+			},
+			wantDecisionsFor: map[string]float64{"m/mutate": 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			rec, err := metrics.NewRecorder(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := decide(tt.results, tt.canDeny, rec).response(tt.hasAnnotations)
+			if resp.Allowed != tt.wantAllowed {
+				t.Errorf("allowed = %v, want %v", resp.Allowed, tt.wantAllowed)
+			}
+			if resp.Result.Code != tt.wantCode || resp.Result.Message != tt.wantMessage {
+				t.Errorf("result = %d %q, want %d %q", resp.Result.Code, resp.Result.Message, tt.wantCode, tt.wantMessage)
+			}
+			if diff := cmp.Diff(tt.wantPatch, resp.Patches); diff != "" {
+				t.Errorf("patch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantWarnings, resp.Warnings); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantAudit, resp.AuditAnnotations); diff != "" {
+				t.Errorf("audit annotations (-want +got):\n%s", diff)
+			}
+			if n, _ := testutil.GatherAndCount(reg, "endpoint_policy_admission_decisions_total"); n != len(tt.wantDecisionsFor) {
+				t.Errorf("%d decision series, want %d", n, len(tt.wantDecisionsFor))
+			}
+			for key, want := range tt.wantDecisionsFor {
+				id, action, _ := strings.Cut(key, "/")
+				if got := DecisionCount(reg, id, action); got != want {
+					t.Errorf("decisions{%s} = %v, want %v", key, got, want)
+				}
+			}
+		})
+	}
+}
