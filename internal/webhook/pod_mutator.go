@@ -57,7 +57,9 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	results := m.engines.Load().Evaluate(policy.Target{Object: pod})
 	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
 	if len(d.patch) > 0 {
-		logf.FromContext(ctx).V(1).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
+		// The request's logger already names the pod, the user and the
+		// request ID.
+		logf.FromContext(ctx).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
 	}
 	return d.response(pod.Annotations != nil)
 }

@@ -193,12 +193,12 @@ func (r *Rule) container(c *corev1.Container, list string, index int, kind strin
 
 	envPath := "/spec/" + list + "/" + strconv.Itoa(index) + "/env"
 	var ops []jsonpatch.Operation
-	var added []corev1.EnvVar
+	var added []map[string]string // new entries, in the API's JSON shape
 	var changes []string
 	apply := func(name, value string, s envState) {
 		changes = append(changes, fmt.Sprintf("%s=%s (was %s)", name, value, s))
 		if !s.present() {
-			added = append(added, corev1.EnvVar{Name: name, Value: value})
+			added = append(added, map[string]string{"name": name, "value": value})
 			return
 		}
 		for _, i := range s.indexes {
@@ -222,10 +222,10 @@ func (r *Rule) container(c *corev1.Container, list string, index int, kind strin
 	case len(added) == 0:
 	case len(c.Env) == 0:
 		// No env list yet (or an empty one): create it in one operation.
-		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: envPath, Value: envValues(added)})
+		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: envPath, Value: added})
 	default:
 		for _, e := range added {
-			ops = append(ops, jsonpatch.Operation{Operation: "add", Path: envPath + "/-", Value: envValues([]corev1.EnvVar{e})[0]})
+			ops = append(ops, jsonpatch.Operation{Operation: "add", Path: envPath + "/-", Value: e})
 		}
 	}
 
@@ -257,16 +257,6 @@ func (r *Rule) decideHost(host envState) (set, ours bool) {
 		// A DNS name or a loopback address: already a deliberate choice.
 		return r.settings.Override == OverrideAlways, false
 	}
-}
-
-// envValues renders env vars as the API's JSON shape, without Go's empty
-// fields.
-func envValues(env []corev1.EnvVar) []map[string]string {
-	out := make([]map[string]string, len(env))
-	for i, e := range env {
-		out[i] = map[string]string{"name": e.Name, "value": e.Value}
-	}
-	return out
 }
 
 func isIP(s string) bool {
