@@ -31,6 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -141,7 +142,11 @@ func run() error {
 	}
 
 	step("Switching the configuration file to mode: Audit (no restart)")
-	if err := os.WriteFile(configFile, []byte(policyConfig(policy.Audit)), 0o600); err != nil {
+	// Write and rename, as the kubelet updates a mounted ConfigMap.
+	if err := os.WriteFile(configFile+".new", []byte(policyConfig(policy.Audit)), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(configFile+".new", configFile); err != nil {
 		return err
 	}
 	// The server notices within its poll interval at the latest; apply the
@@ -150,18 +155,18 @@ func run() error {
 		if o.file != "cilium-operator-pinned.yaml" {
 			continue
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for attempt := 1; ; attempt++ {
-			got, err := create(ctx, k8s, warnings, o, fmt.Sprintf("-audit-%d", attempt))
-			if err != nil {
-				return err
-			}
-			if len(got.warnings) > 0 || time.Now().After(deadline) {
-				report(o, got)
-				break
-			}
-			time.Sleep(250 * time.Millisecond) // waiting on a file watcher in another process
+		attempt := 0
+		var last created
+		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			attempt++
+			var err error
+			last, err = create(ctx, k8s, warnings, o, fmt.Sprintf("-audit-%d", attempt))
+			return len(last.warnings) > 0, err
+		})
+		if err != nil {
+			return fmt.Errorf("waiting for Audit mode to take effect: %w", err)
 		}
+		report(o, last)
 	}
 
 	if body, err := httpGet("http://" + metrics + "/metrics"); err == nil {
@@ -377,19 +382,19 @@ func (p *serverProcess) stop() error {
 }
 
 func waitReady(addr string, p *serverProcess) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-p.done:
-			return fmt.Errorf("endpoint-policy exited before it was ready: %v (see its log)", err)
+			return false, fmt.Errorf("endpoint-policy exited before it was ready: %v (see its log)", err)
 		default:
 		}
-		if _, err := httpGet("http://" + addr + "/readyz"); err == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond) // polling another process's readiness
+		_, err := httpGet("http://" + addr + "/readyz")
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("endpoint-policy not ready: %w", err)
 	}
-	return errors.New("endpoint-policy not ready within 60s")
+	return nil
 }
 
 func httpGet(url string) (string, error) {

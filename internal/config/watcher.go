@@ -73,19 +73,31 @@ func (w *Watcher) Start(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(w.interval)
 	defer ticker.Stop()
+	// A file written in place produces a burst of events (truncate, write,
+	// ...). Read it once the burst is over, not half-written.
+	var settled <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-events:
+			if settled == nil {
+				settled = time.After(settleDelay)
+			}
+			continue
 		case err := <-errs:
 			w.log.Error(err, "Configuration file watch error")
 			continue
+		case <-settled:
+			settled = nil
 		case <-ticker.C:
 		}
 		w.Reload()
 	}
 }
+
+// settleDelay is how long file events are collected before the file is read.
+const settleDelay = 100 * time.Millisecond
 
 // Reload re-reads the file and applies it when its content changed.
 func (w *Watcher) Reload() {
