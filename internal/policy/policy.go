@@ -88,7 +88,8 @@ func (f Finding) String() string {
 
 // Rule is one policy's logic. Implementations are pure: no API calls, no
 // clocks, no globals; everything a rule needs is given at construction (its
-// settings) or in the Target.
+// settings) or in the Target. A rule is either mutating (every finding has a
+// Patch or Annotations) or validating (none has).
 type Rule interface {
 	// ID is the policy's stable identifier.
 	ID() ID
