@@ -259,14 +259,20 @@ func (r *Rule) decideHost(host envState) (set, ours bool) {
 	}
 }
 
+// parseIP parses an IP literal, IPv6 with or without brackets.
+func parseIP(s string) (netip.Addr, bool) {
+	addr, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	return addr, err == nil
+}
+
 func isIP(s string) bool {
-	_, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
-	return err == nil
+	_, ok := parseIP(s)
+	return ok
 }
 
 // isPinnedIP reports whether s is an IP literal that names one machine other
 // than this one: any IPv4 or IPv6 address except loopback.
 func isPinnedIP(s string) bool {
-	addr, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
-	return err == nil && !addr.IsLoopback()
+	addr, ok := parseIP(s)
+	return ok && !addr.IsLoopback()
 }
