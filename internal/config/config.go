@@ -10,6 +10,12 @@
 //	    host: localhost
 //	    port: 7443
 //	    override: IPLiterals
+//	  apiserver-probe-host:
+//	    mode: Audit
+//	  apiserver-advertise-address:
+//	    mode: Enforce
+//	  kube-vip-ipvs-backends:
+//	    mode: Enforce
 //
 // Every field is optional except apiVersion and kind; what is left out keeps
 // its built-in default. Unknown fields, unknown policy IDs and invalid values
@@ -25,7 +31,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
 const (
@@ -46,7 +54,15 @@ type PolicyConfiguration struct {
 
 // Policies holds each policy's settings, keyed by policy ID.
 type Policies struct {
-	HostNetworkEndpoint HostNetworkEndpoint `json:"host-network-endpoint,omitzero"`
+	HostNetworkEndpoint       HostNetworkEndpoint `json:"host-network-endpoint,omitzero"`
+	APIServerProbeHost        PolicyMode          `json:"apiserver-probe-host,omitzero"`
+	APIServerAdvertiseAddress PolicyMode          `json:"apiserver-advertise-address,omitzero"`
+	KubeVIPIPVSBackends       PolicyMode          `json:"kube-vip-ipvs-backends,omitzero"`
+}
+
+// PolicyMode configures a policy that has no settings besides its mode.
+type PolicyMode struct {
+	Mode policy.Mode `json:"mode,omitempty"`
 }
 
 // HostNetworkEndpoint configures the host-network-endpoint policy.
@@ -72,6 +88,11 @@ func Default() *PolicyConfiguration {
 		Mode:       policy.Enforce,
 		Policies: Policies{
 			HostNetworkEndpoint: HostNetworkEndpoint{Mode: policy.Enforce, Host: hn.Host, Port: hn.Port, Override: hn.Override},
+			// kubeadm itself pins the probes to the node IP, which is fine
+			// with static addresses: users on DHCP switch this to Enforce.
+			APIServerProbeHost:        PolicyMode{Mode: policy.Audit},
+			APIServerAdvertiseAddress: PolicyMode{Mode: policy.Enforce},
+			KubeVIPIPVSBackends:       PolicyMode{Mode: policy.Enforce},
 		},
 	}
 }
@@ -118,6 +139,9 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 	hn := p.Child(string(hostnetwork.ID))
 	errs = append(errs, validateMode(hn.Child("mode"), c.Policies.HostNetworkEndpoint.Mode)...)
 	errs = append(errs, c.Policies.HostNetworkEndpoint.Settings().Validate(hn)...)
+	errs = append(errs, validateMode(p.Child(string(apiserver.ProbeHostID), "mode"), c.Policies.APIServerProbeHost.Mode)...)
+	errs = append(errs, validateMode(p.Child(string(apiserver.AdvertiseAddressID), "mode"), c.Policies.APIServerAdvertiseAddress.Mode)...)
+	errs = append(errs, validateMode(p.Child(string(kubevip.ID), "mode"), c.Policies.KubeVIPIPVSBackends.Mode)...)
 	return errs
 }
 
@@ -132,7 +156,10 @@ func validateMode(fldPath *field.Path, m policy.Mode) field.ErrorList {
 // Audit turns Enforce into Audit. Disabled stays Disabled.
 func (c *PolicyConfiguration) Modes() map[policy.ID]policy.Mode {
 	modes := map[policy.ID]policy.Mode{
-		hostnetwork.ID: c.Policies.HostNetworkEndpoint.Mode,
+		hostnetwork.ID:               c.Policies.HostNetworkEndpoint.Mode,
+		apiserver.ProbeHostID:        c.Policies.APIServerProbeHost.Mode,
+		apiserver.AdvertiseAddressID: c.Policies.APIServerAdvertiseAddress.Mode,
+		kubevip.ID:                   c.Policies.KubeVIPIPVSBackends.Mode,
 	}
 	if c.Mode == policy.Audit {
 		for id, m := range modes {

@@ -8,7 +8,9 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
 const header = "apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\n"
@@ -28,7 +30,22 @@ policies:
     host: localhost
     port: 7443
     override: IPLiterals
+  apiserver-probe-host:
+    mode: Audit
+  apiserver-advertise-address:
+    mode: Enforce
+  kube-vip-ipvs-backends:
+    mode: Enforce
 `, want: func(*config.PolicyConfiguration) {}},
+		{name: "control-plane policies", file: header + "policies:\n  apiserver-probe-host:\n    mode: Enforce\n  kube-vip-ipvs-backends:\n    mode: Disabled\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.Policies.APIServerProbeHost.Mode = policy.Enforce
+				c.Policies.KubeVIPIPVSBackends.Mode = policy.Disabled
+			}},
+		{name: "bad control-plane policy mode", file: header + "policies:\n  apiserver-advertise-address:\n    mode: enforce\n",
+			wantErr: `policies.apiserver-advertise-address.mode: Unsupported value: "enforce"`},
+		{name: "control-plane policies have no settings", file: header + "policies:\n  apiserver-probe-host:\n    host: x\n",
+			wantErr: `unknown field "policies.apiserver-probe-host.host"`},
 		{name: "partial policy settings keep the other defaults", file: header + `policies:
   host-network-endpoint:
     port: 6443
@@ -116,6 +133,21 @@ func TestModes(t *testing.T) {
 			if got := c.Modes()[hostnetwork.ID]; got != tt.wantHostNe {
 				t.Fatalf("effective mode = %s, want %s", got, tt.wantHostNe)
 			}
+			if got := c.Modes()[apiserver.ProbeHostID]; got != policy.Audit {
+				t.Errorf("apiserver-probe-host (default Audit) = %s in every global mode, want Audit", got)
+			}
 		})
+	}
+}
+
+func TestDefaultModes(t *testing.T) {
+	want := map[policy.ID]policy.Mode{
+		hostnetwork.ID:               policy.Enforce,
+		apiserver.ProbeHostID:        policy.Audit,
+		apiserver.AdvertiseAddressID: policy.Enforce,
+		kubevip.ID:                   policy.Enforce,
+	}
+	if diff := cmp.Diff(want, config.Default().Modes()); diff != "" {
+		t.Errorf("default modes (-want +got):\n%s", diff)
 	}
 }

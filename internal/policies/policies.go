@@ -8,7 +8,9 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
 // Build returns the engine for cfg, which must be valid (config.Parse or
@@ -18,5 +20,14 @@ func Build(cfg *config.PolicyConfiguration) (*policy.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", hostnetwork.ID, err)
 	}
-	return policy.NewEngine([]policy.Rule{hn}, cfg.Modes())
+	kv, err := kubevip.New(kubevip.Advisories)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", kubevip.ID, err)
+	}
+	return policy.NewEngine([]policy.Rule{
+		hn,
+		apiserver.ProbeHostRule{},
+		apiserver.AdvertiseAddressRule{},
+		kv,
+	}, cfg.Modes())
 }

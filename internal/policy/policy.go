@@ -14,6 +14,7 @@ import (
 	"fmt"
 
 	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -56,6 +57,26 @@ type Target struct {
 	// front-end does not know them (admission leaves namespace exclusion to
 	// the webhook's namespaceSelector).
 	NamespaceLabels map[string]string
+
+	// Cluster is what the front-end knows about the rest of the cluster, or
+	// nil when it knows nothing. Rules that need it give no verdict without
+	// it.
+	Cluster Cluster
+}
+
+// Cluster is a read-only view of cluster state that some rules need beyond
+// the object itself. Front-ends back it with what they have: admission with
+// the manager's informer cache (never a live API call, never a wait), the
+// CLI with the files it was given. Implementations must answer from memory,
+// and say "unknown" rather than guess.
+type Cluster interface {
+	// Node returns the named node; ok is false when the node is not known
+	// (not in the cache, or the cache has not synced yet).
+	Node(name string) (node *corev1.Node, ok bool)
+	// APIServerPods returns the kube-apiserver pods known to the front-end;
+	// ok is false when it cannot tell (the cache has not synced yet). The
+	// pods are shared: callers must not modify them.
+	APIServerPods() (pods []*corev1.Pod, ok bool)
 }
 
 // Finding is one thing a rule found wrong with an object.
@@ -86,13 +107,27 @@ func (f Finding) String() string {
 	return fmt.Sprintf("%s: %s", f.Field, f.Message)
 }
 
+// Kind says what a rule's findings are for.
+type Kind int
+
+const (
+	// Validating rules report violations: denied in Enforce, warned in Audit.
+	Validating Kind = iota
+	// Mutating rules report changes (every finding has a Patch or
+	// Annotations): applied in Enforce, warned in Audit.
+	Mutating
+)
+
 // Rule is one policy's logic. Implementations are pure: no API calls, no
 // clocks, no globals; everything a rule needs is given at construction (its
-// settings) or in the Target. A rule is either mutating (every finding has a
-// Patch or Annotations) or validating (none has).
+// settings) or in the Target (which may include a read-only Cluster view).
+// A rule is either mutating (every finding has a Patch or Annotations) or
+// validating (none has).
 type Rule interface {
 	// ID is the policy's stable identifier.
 	ID() ID
+	// Kind says whether the rule is mutating or validating.
+	Kind() Kind
 	// Evaluate returns the findings for t (none when t complies) and whether
 	// the rule applies to t at all: false for kinds it does not handle and for
 	// objects it deliberately skips (excluded, mirror pods, ...).
@@ -146,8 +181,21 @@ func NewEngine(rules []Rule, modes map[ID]Mode) (*Engine, error) {
 // to t has a Result, with no findings when t complies, so that front-ends can
 // count "allow".
 func (e *Engine) Evaluate(t Target) []Result {
+	return e.evaluate(t, func(Kind) bool { return true })
+}
+
+// EvaluateKind is Evaluate restricted to the rules of kind k: the mutating
+// webhook runs the mutating rules, the validating webhook the validating ones.
+func (e *Engine) EvaluateKind(t Target, k Kind) []Result {
+	return e.evaluate(t, func(rk Kind) bool { return rk == k })
+}
+
+func (e *Engine) evaluate(t Target, include func(Kind) bool) []Result {
 	var results []Result
 	for _, r := range e.rules {
+		if !include(r.Kind()) {
+			continue
+		}
 		findings, applies := r.Evaluate(t)
 		if !applies {
 			continue

@@ -12,9 +12,14 @@ import (
 )
 
 // fakeRule finds one problem in pods named "bad" and applies only to pods.
-type fakeRule struct{ id policy.ID }
+type fakeRule struct {
+	id   policy.ID
+	kind policy.Kind
+}
 
 func (r fakeRule) ID() policy.ID { return r.id }
+
+func (r fakeRule) Kind() policy.Kind { return r.kind }
 
 func (r fakeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	pod, ok := t.Object.(*corev1.Pod)
@@ -28,7 +33,7 @@ func (r fakeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 }
 
 func TestNewEngine(t *testing.T) {
-	a, b := fakeRule{"a"}, fakeRule{"b"}
+	a, b := fakeRule{id: "a"}, fakeRule{id: "b"}
 	tests := []struct {
 		name    string
 		rules   []policy.Rule
@@ -52,7 +57,7 @@ func TestNewEngine(t *testing.T) {
 
 func TestEngineEvaluate(t *testing.T) {
 	e, err := policy.NewEngine(
-		[]policy.Rule{fakeRule{"enforced"}, fakeRule{"audited"}, fakeRule{"off"}},
+		[]policy.Rule{fakeRule{id: "enforced"}, fakeRule{id: "audited"}, fakeRule{id: "off"}},
 		map[policy.ID]policy.Mode{"enforced": policy.Enforce, "audited": policy.Audit, "off": policy.Disabled})
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +83,25 @@ func TestEngineEvaluate(t *testing.T) {
 		if got := e.Mode(id); got != want {
 			t.Errorf("Mode(%s) = %s, want %s", id, got, want)
 		}
+	}
+}
+
+func TestEngineEvaluateKind(t *testing.T) {
+	e, err := policy.NewEngine(
+		[]policy.Rule{fakeRule{id: "validates"}, fakeRule{id: "mutates", kind: policy.Mutating}},
+		map[policy.ID]policy.Mode{"validates": policy.Enforce, "mutates": policy.Enforce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := policy.Target{Object: &corev1.Pod{}}
+	for kind, want := range map[policy.Kind]policy.ID{policy.Validating: "validates", policy.Mutating: "mutates"} {
+		got := e.EvaluateKind(pod, kind)
+		if len(got) != 1 || got[0].Policy != want {
+			t.Errorf("EvaluateKind(%d) = %v, want only %s", kind, got, want)
+		}
+	}
+	if got := e.Evaluate(pod); len(got) != 2 {
+		t.Errorf("Evaluate runs every kind, got %v", got)
 	}
 }
 

@@ -54,7 +54,7 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 
-	results := m.engines.Load().Evaluate(policy.Target{Object: pod})
+	results := m.engines.Load().EvaluateKind(policy.Target{Object: pod}, policy.Mutating)
 	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
 	if len(d.patch) > 0 {
 		// The request's logger already names the pod, the user and the

@@ -111,6 +111,9 @@ func New(s Settings) (*Rule, error) {
 // ID implements policy.Rule.
 func (r *Rule) ID() policy.ID { return ID }
 
+// Kind implements policy.Rule: the rule mutates.
+func (r *Rule) Kind() policy.Kind { return policy.Mutating }
+
 // Evaluate implements policy.Rule. It applies to hostNetwork pods that are
 // neither excluded nor mirror pods, and returns one finding per container
 // whose endpoint it would change.
