@@ -18,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policies"
@@ -66,6 +67,9 @@ func DefaultOptions() Options {
 
 // LeaderElectionID names the leader election Lease.
 const LeaderElectionID = "endpoint-policy.endpoint-policy.io"
+
+// EventSource is the reporting controller of the Events the server records.
+const EventSource = "endpoint-policy"
 
 // Server is a configured, not yet running, webhook server.
 type Server struct {
@@ -118,6 +122,8 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 			CertDir: opts.CertDir,
 			TLSOpts: tlsOpts,
 		}),
+		// Only what the policies read: Nodes and kube-apiserver pods.
+		Cache:                   cluster.CacheOptions(),
 		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
@@ -135,6 +141,22 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return err
 	}
 	mgr.GetWebhookServer().Register(epwebhook.MutatePodPath, &webhook.Admission{Handler: mutator})
+
+	view, err := cluster.NewView(ctx, mgr.GetCache())
+	if err != nil {
+		return fmt.Errorf("creating the cluster view: %w", err)
+	}
+	events := mgr.GetEventRecorder(EventSource)
+	for path, kinds := range map[string]epwebhook.Kinds{
+		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
+		epwebhook.ValidateKubeadmConfigPath: epwebhook.KubeadmConfigKinds,
+	} {
+		validator, err := epwebhook.NewValidator(path, kinds, s.engines, view, rec, events)
+		if err != nil {
+			return err
+		}
+		mgr.GetWebhookServer().Register(path, &webhook.Admission{Handler: validator})
+	}
 
 	if opts.ConfigFile != "" {
 		apply := func(c *config.PolicyConfiguration) error {

@@ -77,13 +77,18 @@ func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decisi
 	return d
 }
 
-// messages renders a result's findings as "[<policy-id>] <verb><message>",
-// at most maxMessagesPerPolicy of them.
+// messages renders a result's findings as "[<policy-id>] <verb><message>"
+// for changes and "[<policy-id>] <field>: <message>" for violations, at most
+// maxMessagesPerPolicy of them.
 func messages(r policy.Result, verb string) []string {
 	n := min(len(r.Findings), maxMessagesPerPolicy)
 	out := make([]string, 0, n+1)
 	for _, f := range r.Findings[:n] {
-		out = append(out, fmt.Sprintf("[%s] %s%s", r.Policy, verb, f.Message))
+		text := f.Message
+		if !f.Mutates() {
+			text = f.String()
+		}
+		out = append(out, fmt.Sprintf("[%s] %s%s", r.Policy, verb, text))
 	}
 	if rest := len(r.Findings) - n; rest > 0 {
 		out = append(out, fmt.Sprintf("[%s] ... and %d more", r.Policy, rest))

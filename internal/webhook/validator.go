@@ -1,0 +1,184 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+const (
+	// ValidateWorkloadsPath serves the validating policies for pods and the
+	// pod templates of workloads. It fails open.
+	ValidateWorkloadsPath = "/validate-workloads"
+	// ValidateKubeadmConfigPath serves the validating policies for the
+	// kube-system/kubeadm-config ConfigMap. Registered narrowly, it may fail
+	// closed.
+	ValidateKubeadmConfigPath = "/validate-kubeadm-config"
+
+	// EventReason is the reason of the Events recorded on objects admitted
+	// with violations that nobody would otherwise see.
+	EventReason = "PolicyViolation"
+
+	// maxEventNote is the events.k8s.io limit on an Event's note.
+	maxEventNote = 1024
+)
+
+// kind is one resource a validating path accepts: the Go type it decodes
+// into and the group/version/kind the object must have.
+type kind struct {
+	gvk schema.GroupVersionKind
+	new func() client.Object
+}
+
+// Kinds is the table of resources a Validator accepts, keyed by resource.
+type Kinds map[metav1.GroupVersionResource]kind
+
+func entry[T any, PT interface {
+	*T
+	client.Object
+}](group, version, k string) kind {
+	return kind{gvk: schema.GroupVersionKind{Group: group, Version: version, Kind: k}, new: func() client.Object { return PT(new(T)) }}
+}
+
+// WorkloadKinds are pods and the workloads with a pod template.
+var WorkloadKinds = Kinds{
+	{Version: "v1", Resource: "pods"}:                        entry[corev1.Pod]("", "v1", "Pod"),
+	{Group: "apps", Version: "v1", Resource: "deployments"}:  entry[appsv1.Deployment]("apps", "v1", "Deployment"),
+	{Group: "apps", Version: "v1", Resource: "statefulsets"}: entry[appsv1.StatefulSet]("apps", "v1", "StatefulSet"),
+	{Group: "apps", Version: "v1", Resource: "daemonsets"}:   entry[appsv1.DaemonSet]("apps", "v1", "DaemonSet"),
+	{Group: "apps", Version: "v1", Resource: "replicasets"}:  entry[appsv1.ReplicaSet]("apps", "v1", "ReplicaSet"),
+	{Group: "batch", Version: "v1", Resource: "jobs"}:        entry[batchv1.Job]("batch", "v1", "Job"),
+	{Group: "batch", Version: "v1", Resource: "cronjobs"}:    entry[batchv1.CronJob]("batch", "v1", "CronJob"),
+}
+
+// KubeadmConfigKinds is the ConfigMap resource.
+var KubeadmConfigKinds = Kinds{
+	{Version: "v1", Resource: "configmaps"}: entry[corev1.ConfigMap]("", "v1", "ConfigMap"),
+}
+
+// Validator runs the engine's validating policies on the objects of its
+// Kinds: it denies Enforce violations (except on objects that must never be
+// denied, see policy.MayDeny) and warns about the rest.
+type Validator struct {
+	path    string
+	kinds   Kinds
+	engines *policy.Store
+	cluster policy.Cluster
+	metrics *metrics.Recorder
+	events  events.EventRecorder
+}
+
+// NewValidator returns the validating handler served at path for kinds.
+// cluster may be nil (rules that need cluster state give no verdict); events
+// may be nil (no Events are recorded).
+func NewValidator(path string, kinds Kinds, engines *policy.Store, cluster policy.Cluster, rec *metrics.Recorder, ev events.EventRecorder) (*Validator, error) {
+	if engines == nil || rec == nil || len(kinds) == 0 {
+		return nil, fmt.Errorf("validator %s needs kinds, an engine store and a metrics recorder", path)
+	}
+	return &Validator{path: path, kinds: kinds, engines: engines, cluster: cluster, metrics: rec, events: ev}, nil
+}
+
+// Handle implements admission.Handler.
+func (v *Validator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	k, ok := v.kinds[req.Resource]
+	if !ok || req.SubResource != "" {
+		return admission.Errored(http.StatusBadRequest,
+			fmt.Errorf("%s does not serve resource %q subresource %q", v.path, req.Resource.String(), req.SubResource))
+	}
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		return admission.Allowed("")
+	}
+	obj, err := decode(req.Object.Raw, k)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if req.Operation == admissionv1.Update {
+		old, err := decode(req.OldObject.Raw, k)
+		if err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("oldObject: %w", err))
+		}
+		if unchanged(old, obj) {
+			// An update that does not touch what the policies read (scaling,
+			// labels, status, a finalizer) is never blocked: the object was
+			// admitted before, and the background audit reports it.
+			return admission.Allowed("")
+		}
+	}
+
+	results := v.engines.Load().EvaluateKind(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
+	mayDeny := policy.MayDeny(obj)
+	d := decide(results, mayDeny, v.metrics)
+	if len(d.denials) > 0 {
+		logf.FromContext(ctx).Info("Denied", "violations", d.denials)
+	} else if !mayDeny && !isDryRun(req) {
+		v.record(obj, results)
+	}
+	return d.response(false)
+}
+
+// record puts an Event on an object admitted with violations although some
+// were in Enforce: a mirror pod or a controller's pod, whose creator (the
+// kubelet, a controller) is the only one to see the warnings.
+func (v *Validator) record(obj client.Object, results []policy.Result) {
+	if v.events == nil || obj.GetUID() == "" {
+		return
+	}
+	for _, r := range results {
+		if len(r.Findings) == 0 {
+			continue
+		}
+		note := strings.Join(messages(r, ""), "; ")
+		if len(note) > maxEventNote {
+			note = note[:maxEventNote-3] + "..."
+		}
+		v.events.Eventf(obj, nil, corev1.EventTypeWarning, EventReason, "Admitted", "%s", note)
+	}
+}
+
+func isDryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRun }
+
+// decode decodes raw into k's type, case-sensitively like the API server,
+// and checks its kind.
+func decode(raw []byte, k kind) (client.Object, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("admission request has no object")
+	}
+	obj := k.new()
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, obj); err != nil {
+		return nil, fmt.Errorf("cannot decode object as %s: %w", k.gvk.Kind, err)
+	}
+	if gvk := obj.GetObjectKind().GroupVersionKind(); !gvk.Empty() && gvk != k.gvk {
+		return nil, fmt.Errorf("object is a %s, not a %s", gvk, k.gvk)
+	}
+	return obj, nil
+}
+
+// unchanged reports whether an update leaves what the validating policies
+// read as it was: the pod spec (or template), a ConfigMap's data.
+func unchanged(old, obj client.Object) bool {
+	if spec, _, ok := policy.PodSpecOf(obj); ok {
+		oldSpec, _, _ := policy.PodSpecOf(old)
+		return equality.Semantic.DeepEqual(oldSpec, spec)
+	}
+	if cm, ok := obj.(*corev1.ConfigMap); ok {
+		return equality.Semantic.DeepEqual(old.(*corev1.ConfigMap).Data, cm.Data)
+	}
+	return false
+}
