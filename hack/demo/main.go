@@ -29,6 +29,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -134,7 +135,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	step("Applying %d manifests from %s/ (mode: Enforce)", len(objs), *examples)
+	step("Applying %d manifests from %s/ (default modes: apiserver-probe-host Audit, the others Enforce)", len(objs), *examples)
 	for _, o := range objs {
 		if err := apply(ctx, k8s, warnings, o, ""); err != nil {
 			return err
@@ -167,6 +168,14 @@ func run() error {
 			return fmt.Errorf("waiting for Audit mode to take effect: %w", err)
 		}
 		report(o, last)
+	}
+
+	for _, o := range objs {
+		if o.file == "kube-vip-v0.8.4-daemonset.yaml" {
+			if err := apply(ctx, k8s, warnings, o, "-audit"); err != nil {
+				return err
+			}
+		}
 	}
 
 	if body, err := httpGet("http://" + metrics + "/metrics"); err == nil {
@@ -245,8 +254,31 @@ func create(ctx context.Context, k8s client.Client, w *warnings.Recorder, e exam
 	return created{obj: obj, warnings: got}, nil
 }
 
+// expectAnnotation, on an example, names words that its verdict (a warning
+// or a denial) must contain. The demo waits, with dry runs, until the server
+// gives that verdict (its cache may still be catching up with the previous
+// example), then checks the real request.
+const expectAnnotation = "demo.endpoint-policy.io/expect"
+
+// apply creates an example and reports what admission did; a denial is a
+// verdict to print, not an error.
 func apply(ctx context.Context, k8s client.Client, w *warnings.Recorder, e example, suffix string) error {
+	want := e.obj.GetAnnotations()[expectAnnotation]
+	if want != "" {
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			var err error
+			got := w.During(func() { err = k8s.Create(ctx, e.obj.DeepCopy(), client.DryRunAll) })
+			return strings.Contains(fmt.Sprint(err, got), want), nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: no verdict containing %q: %w", e.file, want, err)
+		}
+	}
 	got, err := create(ctx, k8s, w, e, suffix)
+	if apierrors.IsForbidden(err) {
+		fmt.Printf("\n   %s: %s %s/%s\n     DENIED: %s\n", e.file, e.obj.GetKind(), e.obj.GetNamespace(), e.obj.GetName(), apiStatusMessage(err))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -254,12 +286,21 @@ func apply(ctx context.Context, k8s client.Client, w *warnings.Recorder, e examp
 	return nil
 }
 
+// apiStatusMessage is the message of the API server's Status in err.
+func apiStatusMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return status.Status().Message
+	}
+	return err.Error()
+}
+
 // report prints what admission did to one object: env before -> after per
 // container for pods, annotations added, warnings.
 func report(e example, got created) {
 	o := got.obj
 	fmt.Printf("\n   %s: %s %s/%s\n", e.file, o.GetKind(), o.GetNamespace(), o.GetName())
-	if o.GetKind() == "Pod" {
+	if o.GetKind() == "Pod" && !policy.IsMirrorPod(o) {
 		var before, after corev1.Pod
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(e.obj.Object, &before); err != nil {
 			fmt.Printf("     (cannot read as a Pod: %v)\n", err)

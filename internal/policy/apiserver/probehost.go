@@ -71,9 +71,9 @@ func appendPinned(findings []policy.Finding, container, probe, handler, host str
 	}
 	return append(findings, policy.Finding{
 		Field: cPath.Child(probe, handler, "host"),
-		Message: fmt.Sprintf("the %s of container %q targets the IP %s: when the node's address changes (DHCP) the probe "+
-			"fails and the kubelet restarts a healthy API server. Set the probe's host to the node's FQDN (kubeadm: a "+
-			"patch file per node, e.g. patches/kube-apiserver0+strategic.yaml with the probes' host set to the FQDN, "+
+		Message: fmt.Sprintf("the %s of container %q targets the IP %s: when that address changes (a DHCP lease on the "+
+			"node) the probe fails and the kubelet restarts a healthy API server. Set the probe's host to the node's FQDN "+
+			"(kubeadm: a patch file per node, e.g. patches/kube-apiserver0+strategic.yaml setting the probes' host, "+
 			"applied with --patches) or to 127.0.0.1",
 			probe, container, ip),
 	})
