@@ -43,14 +43,13 @@ type harness struct {
 	reg     *prometheus.Registry
 }
 
-func newHarness(t *testing.T, cfgYAML string) *harness {
+// engineFor returns the engine store for a configuration file body (after
+// apiVersion and kind), and a metrics recorder on a fresh registry.
+func engineFor(t testing.TB, cfgYAML string) (*policy.Store, *metrics.Recorder, *prometheus.Registry) {
 	t.Helper()
-	cfg := config.Default()
-	if cfgYAML != "" {
-		var err error
-		if cfg, err = config.Parse([]byte("apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\n" + cfgYAML)); err != nil {
-			t.Fatal(err)
-		}
+	cfg, err := config.Parse([]byte("apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\n" + cfgYAML))
+	if err != nil {
+		t.Fatal(err)
 	}
 	engine, err := policies.Build(cfg)
 	if err != nil {
@@ -61,7 +60,13 @@ func newHarness(t *testing.T, cfgYAML string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := webhook.NewPodMutator(policy.NewStore(engine), rec)
+	return policy.NewStore(engine), rec, reg
+}
+
+func newHarness(t *testing.T, cfgYAML string) *harness {
+	t.Helper()
+	engines, rec, reg := engineFor(t, cfgYAML)
+	m, err := webhook.NewPodMutator(engines, rec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/endpoint-policy/endpoint-policy/internal/config"
-	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
-	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
 
@@ -76,21 +72,9 @@ type validatorHarness struct {
 
 func newValidatorHarness(t *testing.T, kinds webhook.Kinds, cfgYAML string) *validatorHarness {
 	t.Helper()
-	cfg, err := config.Parse([]byte("apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\n" + cfgYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := policies.Build(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	rec, err := metrics.NewRecorder(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	engines, rec, reg := engineFor(t, cfgYAML)
 	ev := events.NewFakeRecorder(10)
-	v, err := webhook.NewValidator("/validate", kinds, policy.NewStore(engine), nil, rec, ev)
+	v, err := webhook.NewValidator("/validate", kinds, engines, nil, rec, ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,5 +248,38 @@ func TestPodMutatorLeavesValidationToTheValidator(t *testing.T) {
 	resp := h.call(t, review("CREATE", "pods", apiServerMirrorPod))
 	if !resp.Allowed || len(resp.Warnings) != 0 {
 		t.Errorf("the mutating webhook ran a validating policy: %+v", resp)
+	}
+}
+
+// BenchmarkValidator measures the validating path on a kubeadm kube-apiserver
+// mirror pod with a pinned probe (decode, three policies, warnings) and on
+// the kubeadm-config ConfigMap (YAML parse of the ClusterConfiguration).
+func BenchmarkValidator(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		kinds  webhook.Kinds
+		review validationReview
+	}{
+		{"kube-apiserver mirror pod", webhook.WorkloadKinds, validationReview{operation: "CREATE", resource: "/v1/pods", object: apiServerMirrorPod}},
+		{"kubeadm-config", webhook.KubeadmConfigKinds, validationReview{operation: "CREATE", resource: "/v1/configmaps", object: kubeadmConfigShared}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			engines, rec, _ := engineFor(b, "")
+			v, err := webhook.NewValidator("/validate", bc.kinds, engines, nil, rec, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var ar admissionv1.AdmissionReview
+			if err := json.Unmarshal([]byte(bc.review.String()), &ar); err != nil {
+				b.Fatal(err)
+			}
+			req := admission.Request{AdmissionRequest: *ar.Request}
+			b.ReportAllocs()
+			for b.Loop() {
+				if resp := v.Handle(b.Context(), req); resp.Result == nil {
+					b.Fatal("no result")
+				}
+			}
+		})
 	}
 }
