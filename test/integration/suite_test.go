@@ -163,6 +163,11 @@ func freeAddr() string {
 func newNamespace(ctx context.Context, labels map[string]string) string {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ep-", Labels: labels}}
 	Expect(k8s.Create(ctx, ns)).To(Succeed())
-	DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8s.Delete(ctx, ns))).To(Succeed()) })
+	DeferCleanup(func(ctx context.Context) {
+		// envtest runs no namespace controller and no kubelet: delete the
+		// pods now, so that no spec sees another spec's kube-apiservers.
+		Expect(k8s.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns.Name), client.GracePeriodSeconds(0))).To(Succeed())
+		Expect(client.IgnoreNotFound(k8s.Delete(ctx, ns))).To(Succeed())
+	})
 	return ns.Name
 }
