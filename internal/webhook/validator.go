@@ -116,7 +116,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 		}
 		if unchanged(old, obj) {
 			// An update that does not touch what the policies read (scaling,
-			// labels, status, a finalizer) is never blocked: the object was
+			// labels, a finalizer) is never blocked: the object was
 			// admitted before, and the background audit reports it.
 			return admission.Allowed("")
 		}
@@ -133,9 +133,9 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 	return d.response(false)
 }
 
-// record puts an Event on an object admitted with violations although some
-// were in Enforce: a mirror pod or a controller's pod, whose creator (the
-// kubelet, a controller) is the only one to see the warnings.
+// record puts an Event per policy with violations on a pod that may not be
+// denied (a mirror pod, a controller's pod): its creator (the kubelet, a
+// controller) is the only one to see the warnings.
 func (v *Validator) record(obj client.Object, results []policy.Result) {
 	if v.events == nil || obj.GetUID() == "" {
 		return
@@ -146,7 +146,7 @@ func (v *Validator) record(obj client.Object, results []policy.Result) {
 		}
 		note := strings.Join(messages(r, ""), "; ")
 		if len(note) > maxEventNote {
-			note = note[:maxEventNote-3] + "..."
+			note = strings.ToValidUTF8(note[:maxEventNote-3], "") + "..."
 		}
 		v.events.Eventf(obj, nil, corev1.EventTypeWarning, EventReason, "Admitted", "%s", note)
 	}
