@@ -71,9 +71,9 @@ func (v *View) Node(name string) (*corev1.Node, bool) {
 		return nil, false
 	}
 	node := &corev1.Node{}
-	// The informer has synced, so the cache answers from memory; the context
-	// only guards against a bug there.
-	if err := v.reader.Get(context.TODO(), client.ObjectKey{Name: name}, node); err != nil {
+	// The informer has synced, so the cache answers from memory and never
+	// waits on the context. The node is a shallow copy: read-only.
+	if err := v.reader.Get(context.Background(), client.ObjectKey{Name: name}, node, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, false
 	}
 	return node, true
@@ -86,7 +86,7 @@ func (v *View) APIServerPods() ([]*corev1.Pod, bool) {
 		return nil, false
 	}
 	list := &corev1.PodList{}
-	if err := v.reader.List(context.TODO(), list, client.UnsafeDisableDeepCopy); err != nil {
+	if err := v.reader.List(context.Background(), list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, false
 	}
 	pods := make([]*corev1.Pod, len(list.Items))

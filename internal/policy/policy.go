@@ -71,7 +71,8 @@ type Target struct {
 // and say "unknown" rather than guess.
 type Cluster interface {
 	// Node returns the named node; ok is false when the node is not known
-	// (not in the cache, or the cache has not synced yet).
+	// (not in the cache, or the cache has not synced yet). The node is
+	// shared: callers must not modify it.
 	Node(name string) (node *corev1.Node, ok bool)
 	// APIServerPods returns the kube-apiserver pods known to the front-end;
 	// ok is false when it cannot tell (the cache has not synced yet). The

@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	sigsjson "sigs.k8s.io/json"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -49,10 +48,11 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
-	pod, err := decodePod(req.Object.Raw)
+	obj, err := decode(req.Object.Raw, WorkloadKinds[podResource])
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
+	pod := obj.(*corev1.Pod)
 
 	results := m.engines.Load().EvaluateKind(policy.Target{Object: pod}, policy.Mutating)
 	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
@@ -62,20 +62,4 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		logf.FromContext(ctx).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
 	}
 	return d.response(pod.Annotations != nil)
-}
-
-// decodePod decodes an AdmissionRequest's object as a Pod, case-sensitively
-// like the API server.
-func decodePod(raw []byte) (*corev1.Pod, error) {
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("admission request has no object")
-	}
-	pod := &corev1.Pod{}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
-		return nil, fmt.Errorf("cannot decode object as a v1 Pod: %w", err)
-	}
-	if pod.Kind != "" && (pod.Kind != "Pod" || pod.APIVersion != "v1") {
-		return nil, fmt.Errorf("object is a %s %s, not a v1 Pod", pod.APIVersion, pod.Kind)
-	}
-	return pod, nil
 }

@@ -11,13 +11,10 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	sigsjson "sigs.k8s.io/json"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -39,23 +36,6 @@ const (
 	// maxEventNote is the events.k8s.io limit on an Event's note.
 	maxEventNote = 1024
 )
-
-// kind is one resource a validating path accepts: the Go type it decodes
-// into and the group/version/kind the object must have.
-type kind struct {
-	gvk schema.GroupVersionKind
-	new func() client.Object
-}
-
-// Kinds is the table of resources a Validator accepts, keyed by resource.
-type Kinds map[metav1.GroupVersionResource]kind
-
-func entry[T any, PT interface {
-	*T
-	client.Object
-}](group, version, k string) kind {
-	return kind{gvk: schema.GroupVersionKind{Group: group, Version: version, Kind: k}, new: func() client.Object { return PT(new(T)) }}
-}
 
 // WorkloadKinds are pods and the workloads with a pod template.
 var WorkloadKinds = Kinds{
@@ -153,22 +133,6 @@ func (v *Validator) record(obj client.Object, results []policy.Result) {
 }
 
 func isDryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRun }
-
-// decode decodes raw into k's type, case-sensitively like the API server,
-// and checks its kind.
-func decode(raw []byte, k kind) (client.Object, error) {
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("admission request has no object")
-	}
-	obj := k.new()
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, obj); err != nil {
-		return nil, fmt.Errorf("cannot decode object as %s: %w", k.gvk.Kind, err)
-	}
-	if gvk := obj.GetObjectKind().GroupVersionKind(); !gvk.Empty() && gvk != k.gvk {
-		return nil, fmt.Errorf("object is a %s, not a %s", gvk, k.gvk)
-	}
-	return obj, nil
-}
 
 // unchanged reports whether an update leaves what the validating policies
 // read as it was: the pod spec (or template), a ConfigMap's data.

@@ -188,7 +188,7 @@ func TestValidator(t *testing.T) {
 			name:     "an object of the wrong kind",
 			kinds:    webhook.WorkloadKinds,
 			review:   validationReview{operation: "CREATE", resource: "apps/v1/daemonsets", object: kubeVIPDeployment("v0.8.4", 1)},
-			wantCode: http.StatusBadRequest, wantMessage: "object is a apps/v1, Kind=Deployment, not a apps/v1, Kind=DaemonSet",
+			wantCode: http.StatusBadRequest, wantMessage: "object is a apps/v1 Deployment, not a apps/v1 DaemonSet",
 		},
 		{
 			name:     "no object",
@@ -200,7 +200,7 @@ func TestValidator(t *testing.T) {
 			name:     "a field of the wrong type",
 			kinds:    webhook.WorkloadKinds,
 			review:   validationReview{operation: "CREATE", resource: "/v1/pods", object: `{"apiVersion":"v1","kind":"Pod","spec":{"containers":"x"}}`},
-			wantCode: http.StatusBadRequest, wantMessage: "cannot decode object as Pod",
+			wantCode: http.StatusBadRequest, wantMessage: "cannot decode object as a v1 Pod",
 		},
 	}
 	for _, tt := range tests {
