@@ -16,6 +16,13 @@
 //	    mode: Enforce
 //	  kube-vip-ipvs-backends:
 //	    mode: Enforce
+//	  kube-proxy-node-deleting:
+//	    mode: Enforce
+//	    podSelectors:
+//	      - matchLabels: {k8s-app: kube-proxy}
+//	      - matchLabels: {component: kube-proxy}
+//	  kube-proxy-readiness-probe:
+//	    mode: Audit
 //
 // Every field is optional except apiVersion and kind; what is left out keeps
 // its built-in default. Unknown fields, unknown policy IDs and invalid values
@@ -26,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -33,6 +41,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
@@ -54,10 +63,12 @@ type PolicyConfiguration struct {
 
 // Policies holds each policy's settings, keyed by policy ID.
 type Policies struct {
-	HostNetworkEndpoint       HostNetworkEndpoint `json:"host-network-endpoint,omitzero"`
-	APIServerProbeHost        PolicyMode          `json:"apiserver-probe-host,omitzero"`
-	APIServerAdvertiseAddress PolicyMode          `json:"apiserver-advertise-address,omitzero"`
-	KubeVIPIPVSBackends       PolicyMode          `json:"kube-vip-ipvs-backends,omitzero"`
+	HostNetworkEndpoint       HostNetworkEndpoint   `json:"host-network-endpoint,omitzero"`
+	APIServerProbeHost        PolicyMode            `json:"apiserver-probe-host,omitzero"`
+	APIServerAdvertiseAddress PolicyMode            `json:"apiserver-advertise-address,omitzero"`
+	KubeVIPIPVSBackends       PolicyMode            `json:"kube-vip-ipvs-backends,omitzero"`
+	KubeProxyNodeDeleting     KubeProxyNodeDeleting `json:"kube-proxy-node-deleting,omitzero"`
+	KubeProxyReadinessProbe   PolicyMode            `json:"kube-proxy-readiness-probe,omitzero"`
 }
 
 // PolicyMode configures a policy that has no settings besides its mode.
@@ -78,6 +89,21 @@ func (h HostNetworkEndpoint) Settings() hostnetwork.Settings {
 	return hostnetwork.Settings{Host: h.Host, Port: h.Port, Override: h.Override}
 }
 
+// KubeProxyNodeDeleting configures the kube-proxy-node-deleting policy.
+type KubeProxyNodeDeleting struct {
+	Mode policy.Mode `json:"mode,omitempty"`
+	// PodSelectors select the kube-proxy pods; a pod is selected when any
+	// selector matches. A file that sets the list replaces it whole. The
+	// controller's pod cache is built from it at start, so a change takes a
+	// restart (a reload that changes it is refused).
+	PodSelectors []metav1.LabelSelector `json:"podSelectors,omitempty"`
+}
+
+// Settings returns the rule settings.
+func (k KubeProxyNodeDeleting) Settings() kubeproxy.Settings {
+	return kubeproxy.Settings{PodSelectors: k.PodSelectors}
+}
+
 // Default returns the built-in configuration, used when no file is given and
 // as the base that a file's fields override.
 func Default() *PolicyConfiguration {
@@ -93,6 +119,10 @@ func Default() *PolicyConfiguration {
 			APIServerProbeHost:        PolicyMode{Mode: policy.Audit},
 			APIServerAdvertiseAddress: PolicyMode{Mode: policy.Enforce},
 			KubeVIPIPVSBackends:       PolicyMode{Mode: policy.Enforce},
+			KubeProxyNodeDeleting:     KubeProxyNodeDeleting{Mode: policy.Enforce, PodSelectors: kubeproxy.DefaultPodSelectors()},
+			// A /healthz readiness probe is a monitoring problem, not an
+			// outage: report it, do not block the DaemonSet.
+			KubeProxyReadinessProbe: PolicyMode{Mode: policy.Audit},
 		},
 	}
 }
@@ -109,6 +139,9 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 	// so that validation can reject it.
 	cfg := Default()
 	cfg.APIVersion, cfg.Kind = "", ""
+	// A list in the file replaces the default list: decoding into the
+	// default's elements would merge their matchLabels into the file's.
+	cfg.Policies.KubeProxyNodeDeleting.PodSelectors = nil
 	strictErrs, err := sigsjson.UnmarshalStrict(js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cannot decode: %w", err)
@@ -116,6 +149,9 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 	if len(strictErrs) > 0 {
 		// Strict errors carry their own path: unknown field "policies.foo".
 		return nil, errors.Join(strictErrs...)
+	}
+	if cfg.Policies.KubeProxyNodeDeleting.PodSelectors == nil {
+		cfg.Policies.KubeProxyNodeDeleting.PodSelectors = kubeproxy.DefaultPodSelectors()
 	}
 	if errs := cfg.Validate(); len(errs) > 0 {
 		return nil, errs.ToAggregate()
@@ -142,6 +178,10 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validateMode(p.Child(string(apiserver.ProbeHostID), "mode"), c.Policies.APIServerProbeHost.Mode)...)
 	errs = append(errs, validateMode(p.Child(string(apiserver.AdvertiseAddressID), "mode"), c.Policies.APIServerAdvertiseAddress.Mode)...)
 	errs = append(errs, validateMode(p.Child(string(kubevip.ID), "mode"), c.Policies.KubeVIPIPVSBackends.Mode)...)
+	kp := p.Child(string(kubeproxy.NodeDeletingID))
+	errs = append(errs, validateMode(kp.Child("mode"), c.Policies.KubeProxyNodeDeleting.Mode)...)
+	errs = append(errs, c.Policies.KubeProxyNodeDeleting.Settings().Validate(kp)...)
+	errs = append(errs, validateMode(p.Child(string(kubeproxy.ReadinessProbeID), "mode"), c.Policies.KubeProxyReadinessProbe.Mode)...)
 	return errs
 }
 
@@ -160,6 +200,8 @@ func (c *PolicyConfiguration) Modes() map[policy.ID]policy.Mode {
 		apiserver.ProbeHostID:        c.Policies.APIServerProbeHost.Mode,
 		apiserver.AdvertiseAddressID: c.Policies.APIServerAdvertiseAddress.Mode,
 		kubevip.ID:                   c.Policies.KubeVIPIPVSBackends.Mode,
+		kubeproxy.NodeDeletingID:     c.Policies.KubeProxyNodeDeleting.Mode,
+		kubeproxy.ReadinessProbeID:   c.Policies.KubeProxyReadinessProbe.Mode,
 	}
 	if c.Mode == policy.Audit {
 		for id, m := range modes {

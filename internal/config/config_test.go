@@ -5,11 +5,13 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
@@ -36,7 +38,34 @@ policies:
     mode: Enforce
   kube-vip-ipvs-backends:
     mode: Enforce
+  kube-proxy-node-deleting:
+    mode: Enforce
+    podSelectors:
+      - matchLabels: {k8s-app: kube-proxy}
+      - matchLabels: {component: kube-proxy}
+  kube-proxy-readiness-probe:
+    mode: Audit
 `, want: func(*config.PolicyConfiguration) {}},
+		{name: "a pod selector list replaces the default list whole", file: header + `policies:
+  kube-proxy-node-deleting:
+    podSelectors:
+      - matchLabels: {app: kube-proxy}
+`, want: func(c *config.PolicyConfiguration) {
+			c.Policies.KubeProxyNodeDeleting.PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kube-proxy"}}}
+		}},
+		{name: "kube-proxy modes", file: header + "policies:\n  kube-proxy-node-deleting:\n    mode: Audit\n  kube-proxy-readiness-probe:\n    mode: Enforce\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.Policies.KubeProxyNodeDeleting.Mode = policy.Audit
+				c.Policies.KubeProxyReadinessProbe.Mode = policy.Enforce
+			}},
+		{name: "no pod selectors", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: []\n",
+			wantErr: "policies.kube-proxy-node-deleting.podSelectors: Required value"},
+		{name: "a pod selector that selects every pod", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: [{}]\n",
+			wantErr: "policies.kube-proxy-node-deleting.podSelectors[0]: Invalid value"},
+		{name: "a pod selector with a typo", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: [{matchLabel: {a: b}}]\n",
+			wantErr: `unknown field "policies.kube-proxy-node-deleting.podSelectors[0].matchLabel"`},
+		{name: "bad readiness-probe mode", file: header + "policies:\n  kube-proxy-readiness-probe:\n    mode: audit\n",
+			wantErr: `policies.kube-proxy-readiness-probe.mode: Unsupported value: "audit"`},
 		{name: "control-plane policies", file: header + "policies:\n  apiserver-probe-host:\n    mode: Enforce\n  kube-vip-ipvs-backends:\n    mode: Disabled\n",
 			want: func(c *config.PolicyConfiguration) {
 				c.Policies.APIServerProbeHost.Mode = policy.Enforce
@@ -146,6 +175,8 @@ func TestDefaultModes(t *testing.T) {
 		apiserver.ProbeHostID:        policy.Audit,
 		apiserver.AdvertiseAddressID: policy.Enforce,
 		kubevip.ID:                   policy.Enforce,
+		kubeproxy.NodeDeletingID:     policy.Enforce,
+		kubeproxy.ReadinessProbeID:   policy.Audit,
 	}
 	if diff := cmp.Diff(want, config.Default().Modes()); diff != "" {
 		t.Errorf("default modes (-want +got):\n%s", diff)

@@ -5,11 +5,13 @@ package policies
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
@@ -24,10 +26,16 @@ func Build(cfg *config.PolicyConfiguration) (*policy.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", kubevip.ID, err)
 	}
+	nd, err := kubeproxy.NewNodeDeletingRule(cfg.Policies.KubeProxyNodeDeleting.Settings(), time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", kubeproxy.NodeDeletingID, err)
+	}
 	return policy.NewEngine([]policy.Rule{
 		hn,
 		apiserver.ProbeHostRule{},
 		apiserver.AdvertiseAddressRule{},
 		kv,
+		nd,
+		kubeproxy.ReadinessProbeRule{},
 	}, cfg.Modes())
 }

@@ -95,10 +95,15 @@ type Finding struct {
 	Patch []jsonpatch.Operation
 	// Annotations, for mutating rules, are set on the object alongside Patch.
 	Annotations map[string]string
+	// RemoveAnnotations, for mutating rules, are annotation keys the object
+	// has and must no longer have (a rule undoing what it did earlier).
+	RemoveAnnotations []string
 }
 
 // Mutates reports whether applying the finding changes the object.
-func (f Finding) Mutates() bool { return len(f.Patch) > 0 || len(f.Annotations) > 0 }
+func (f Finding) Mutates() bool {
+	return len(f.Patch) > 0 || len(f.Annotations) > 0 || len(f.RemoveAnnotations) > 0
+}
 
 // String renders the finding for logs and tests.
 func (f Finding) String() string {
@@ -114,16 +119,16 @@ type Kind int
 const (
 	// Validating rules report violations: denied in Enforce, warned in Audit.
 	Validating Kind = iota
-	// Mutating rules report changes (every finding has a Patch or
-	// Annotations): applied in Enforce, warned in Audit.
+	// Mutating rules report changes (every finding has a Patch, Annotations
+	// or RemoveAnnotations): applied in Enforce, warned in Audit.
 	Mutating
 )
 
 // Rule is one policy's logic. Implementations are pure: no API calls, no
-// clocks, no globals; everything a rule needs is given at construction (its
-// settings) or in the Target (which may include a read-only Cluster view).
-// A rule is either mutating (every finding has a Patch or Annotations) or
-// validating (none has).
+// globals, no clock but one given at construction; everything a rule needs is
+// given at construction (its settings) or in the Target (which may include a
+// read-only Cluster view). A rule is either mutating (every finding mutates,
+// see Finding.Mutates) or validating (none does).
 type Rule interface {
 	// ID is the policy's stable identifier.
 	ID() ID
@@ -189,6 +194,23 @@ func (e *Engine) Evaluate(t Target) []Result {
 // webhook runs the mutating rules, the validating webhook the validating ones.
 func (e *Engine) EvaluateKind(t Target, k Kind) []Result {
 	return e.evaluate(t, func(rk Kind) bool { return rk == k })
+}
+
+// EvaluatePolicy runs the one policy id against t, for front-ends that serve
+// a single policy (the kube-proxy controller). ok is false when the engine
+// does not run the policy (Disabled) or the policy does not apply to t.
+func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
+	for _, r := range e.rules {
+		if r.ID() != id {
+			continue
+		}
+		findings, applies := r.Evaluate(t)
+		if !applies {
+			return Result{}, false
+		}
+		return Result{Policy: id, Mode: r.mode, Findings: findings}, true
+	}
+	return Result{}, false
 }
 
 func (e *Engine) evaluate(t Target, include func(Kind) bool) []Result {

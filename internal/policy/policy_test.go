@@ -112,9 +112,58 @@ func TestStoreSwap(t *testing.T) {
 	if s.Load() != e1 {
 		t.Fatal("Load does not return the initial engine")
 	}
+	changed := s.Changed()
+	select {
+	case <-changed:
+		t.Fatal("Changed is closed before any Swap")
+	default:
+	}
 	s.Swap(e2)
 	if s.Load() != e2 {
 		t.Fatal("Load does not return the swapped engine")
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Swap does not close the channel Changed returned before it")
+	}
+	select {
+	case <-s.Changed():
+		t.Fatal("Changed after a Swap returns a closed channel")
+	default:
+	}
+}
+
+func TestEngineEvaluatePolicy(t *testing.T) {
+	e, err := policy.NewEngine(
+		[]policy.Rule{fakeRule{id: "enforced"}, fakeRule{id: "audited"}, fakeRule{id: "off"}},
+		map[policy.ID]policy.Mode{"enforced": policy.Enforce, "audited": policy.Audit, "off": policy.Disabled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := policy.Target{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bad"}}}
+	tests := []struct {
+		id     policy.ID
+		target policy.Target
+		want   policy.Result
+		wantOK bool
+	}{
+		{id: "enforced", target: bad, wantOK: true,
+			want: policy.Result{Policy: "enforced", Mode: policy.Enforce, Findings: []policy.Finding{{Message: "bad name"}}}},
+		{id: "audited", target: bad, wantOK: true,
+			want: policy.Result{Policy: "audited", Mode: policy.Audit, Findings: []policy.Finding{{Message: "bad name"}}}},
+		{id: "off", target: bad},
+		{id: "unknown", target: bad},
+		{id: "enforced", target: policy.Target{Object: &corev1.ConfigMap{}}},
+	}
+	for _, tt := range tests {
+		got, ok := e.EvaluatePolicy(tt.target, tt.id)
+		if ok != tt.wantOK {
+			t.Errorf("EvaluatePolicy(%s) ok = %v, want %v", tt.id, ok, tt.wantOK)
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("EvaluatePolicy(%s) (-want +got):\n%s", tt.id, diff)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ const (
 type decision struct {
 	patch            []jsonpatch.Operation
 	annotations      map[string]string
+	removals         []string // annotation keys to remove
 	denials          []string
 	warnings         []string
 	auditAnnotations map[string]string
@@ -54,6 +55,7 @@ func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decisi
 					}
 					d.annotations[k] = v
 				}
+				d.removals = append(d.removals, f.RemoveAnnotations...)
 			}
 			rec.Decision(r.Policy, metrics.ActionMutate)
 		case r.Mode == policy.Enforce && canDeny:
@@ -106,8 +108,8 @@ func (d decision) response(hasAnnotations bool) admission.Response {
 		return resp
 	}
 	patch := d.patch
-	if len(d.annotations) > 0 {
-		patch = append(patch, annotationPatch(d.annotations, hasAnnotations)...)
+	if len(d.annotations) > 0 || len(d.removals) > 0 {
+		patch = append(patch, annotationPatch(d.annotations, d.removals, hasAnnotations)...)
 	}
 	var resp admission.Response
 	if len(patch) > 0 {
@@ -122,18 +124,28 @@ func (d decision) response(hasAnnotations bool) admission.Response {
 
 // annotationPatch sets annotations in one operation when the object has no
 // annotations map, else one operation per key ("add" replaces an existing
-// key), in a stable order.
-func annotationPatch(annotations map[string]string, hasAnnotations bool) []jsonpatch.Operation {
+// key), in a stable order. removals are keys the object has (rules only
+// remove what is there); an object without annotations has none to remove.
+func annotationPatch(annotations map[string]string, removals []string, hasAnnotations bool) []jsonpatch.Operation {
 	if !hasAnnotations {
+		if len(annotations) == 0 {
+			return nil
+		}
 		return []jsonpatch.Operation{{Operation: "add", Path: "/metadata/annotations", Value: annotations}}
 	}
-	ops := make([]jsonpatch.Operation, 0, len(annotations))
+	ops := make([]jsonpatch.Operation, 0, len(annotations)+len(removals))
 	for _, k := range slices.Sorted(maps.Keys(annotations)) {
 		ops = append(ops, jsonpatch.Operation{
 			Operation: "add",
 			Path:      "/metadata/annotations/" + policy.EscapePointer(k),
 			Value:     annotations[k],
 		})
+	}
+	for _, k := range slices.Compact(slices.Sorted(slices.Values(removals))) {
+		if _, set := annotations[k]; set {
+			continue
+		}
+		ops = append(ops, jsonpatch.Operation{Operation: "remove", Path: "/metadata/annotations/" + policy.EscapePointer(k)})
 	}
 	return ops
 }

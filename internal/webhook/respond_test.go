@@ -96,6 +96,31 @@ func TestDecideAndRespond(t *testing.T) {
 			},
 			wantDecisionsFor: map[string]float64{"m/mutate": 1},
 		},
+		{
+			name: "removals: one op per key, deduplicated, after the additions",
+			results: []policy.Result{{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{
+				{Message: "unset", RemoveAnnotations: []string{"example.io/z", "example.io/c"}},
+				{Message: "unset again", RemoveAnnotations: []string{"example.io/z"}},
+				{Message: "set", Annotations: map[string]string{"example.io/a": "1"}},
+			}}},
+			canDeny: true, hasAnnotations: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantPatch: []jsonpatch.Operation{
+				{Operation: "add", Path: "/metadata/annotations/example.io~1a", Value: "1"},
+				{Operation: "remove", Path: "/metadata/annotations/example.io~1c"},
+				{Operation: "remove", Path: "/metadata/annotations/example.io~1z"},
+			},
+			wantDecisionsFor: map[string]float64{"m/mutate": 1},
+		},
+		{
+			name: "audited removal warns",
+			results: []policy.Result{{Policy: "m", Mode: policy.Audit, Findings: []policy.Finding{
+				{Message: "remove example.io/z", RemoveAnnotations: []string{"example.io/z"}},
+			}}},
+			canDeny: true, hasAnnotations: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantWarnings:     []string{"[m] would remove example.io/z"},
+			wantAudit:        map[string]string{"m": "[m] would remove example.io/z"},
+			wantDecisionsFor: map[string]float64{"m/warn": 1},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

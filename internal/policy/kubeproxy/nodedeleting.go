@@ -1,0 +1,177 @@
+package kubeproxy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// NodeDeletingID is the kube-proxy-node-deleting policy's stable identifier.
+const NodeDeletingID policy.ID = "kube-proxy-node-deleting"
+
+// Settings configure the kube-proxy-node-deleting rule.
+type Settings struct {
+	// PodSelectors select the kube-proxy pods: a pod is selected when any of
+	// them matches its labels. Each selector is also what the controller's
+	// pod cache lists and watches, so that no other pod is ever cached.
+	PodSelectors []metav1.LabelSelector
+}
+
+// DefaultPodSelectors select kubeadm's DaemonSet pods (k8s-app=kube-proxy)
+// and the static pods of distributions that run kube-proxy from a manifest
+// (component=kube-proxy).
+func DefaultPodSelectors() []metav1.LabelSelector {
+	return []metav1.LabelSelector{
+		{MatchLabels: map[string]string{"k8s-app": "kube-proxy"}},
+		{MatchLabels: map[string]string{"component": "kube-proxy"}},
+	}
+}
+
+// DefaultSettings select kube-proxy pods by DefaultPodSelectors.
+func DefaultSettings() Settings { return Settings{PodSelectors: DefaultPodSelectors()} }
+
+// Validate returns the problems with s, with field paths under fldPath.
+func (s Settings) Validate(fldPath *field.Path) field.ErrorList {
+	p := fldPath.Child("podSelectors")
+	if len(s.PodSelectors) == 0 {
+		return field.ErrorList{field.Required(p, "at least one label selector for kube-proxy pods")}
+	}
+	var errs field.ErrorList
+	for i := range s.PodSelectors {
+		sel := &s.PodSelectors[i]
+		errs = append(errs, metav1validation.ValidateLabelSelector(sel, metav1validation.LabelSelectorValidationOptions{}, p.Index(i))...)
+		if len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0 {
+			errs = append(errs, field.Invalid(p.Index(i), "{}", "an empty selector selects every pod in the cluster, which would all be cached"))
+		}
+	}
+	return errs
+}
+
+// Selectors returns the parsed PodSelectors; s must be valid.
+func (s Settings) Selectors() ([]labels.Selector, error) {
+	out := make([]labels.Selector, 0, len(s.PodSelectors))
+	for i := range s.PodSelectors {
+		sel, err := metav1.LabelSelectorAsSelector(&s.PodSelectors[i])
+		if err != nil {
+			return nil, fmt.Errorf("podSelectors[%d]: %w", i, err)
+		}
+		out = append(out, sel)
+	}
+	return out, nil
+}
+
+// NodeDeletingRule annotates kube-proxy pods whose node is being deleted, and
+// removes the annotations once it no longer is (scale-down cancelled).
+//
+// The annotations let health checks tell an expected unready kube-proxy (its
+// node is going away, /healthz fails on purpose) from a real failure. The
+// rule runs at admission (pods created already bound to a deleting node:
+// static kube-proxy, pods created with nodeName) and in the kube-proxy
+// controller, which follows Nodes for the pods bound later (DaemonSet pods).
+type NodeDeletingRule struct {
+	selectors []labels.Selector
+	now       func() time.Time
+}
+
+var _ policy.Rule = (*NodeDeletingRule)(nil)
+
+// NewNodeDeletingRule returns the rule for s, or an error when s is not
+// valid. now is the clock used for the since annotation when the node does
+// not say when its deletion started.
+func NewNodeDeletingRule(s Settings, now func() time.Time) (*NodeDeletingRule, error) {
+	if errs := s.Validate(field.NewPath(string(NodeDeletingID))); len(errs) > 0 {
+		return nil, errs.ToAggregate()
+	}
+	selectors, err := s.Selectors()
+	if err != nil {
+		return nil, err
+	}
+	return &NodeDeletingRule{selectors: selectors, now: now}, nil
+}
+
+// ID implements policy.Rule.
+func (r *NodeDeletingRule) ID() policy.ID { return NodeDeletingID }
+
+// Kind implements policy.Rule: the rule mutates (annotations only).
+func (r *NodeDeletingRule) Kind() policy.Kind { return policy.Mutating }
+
+// Selects reports whether a pod with these labels is a kube-proxy pod.
+func (r *NodeDeletingRule) Selects(podLabels map[string]string) bool {
+	set := labels.Set(podLabels)
+	for _, s := range r.selectors {
+		if s.Matches(set) {
+			return true
+		}
+	}
+	return false
+}
+
+// Evaluate implements policy.Rule. It applies to selected kube-proxy pods
+// bound to a node the Cluster knows; a pod not yet bound, or an unknown node,
+// gets no verdict. It returns at most one finding: annotate (the node is
+// being deleted and the pod does not say so) or remove the annotations (it
+// says so and the node no longer is).
+func (r *NodeDeletingRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
+	pod, ok := t.Object.(*corev1.Pod)
+	if !ok || pod.Spec.NodeName == "" || t.Cluster == nil || !r.Selects(pod.Labels) || policy.Excluded(pod, t.NamespaceLabels) {
+		return nil, false
+	}
+	node, ok := t.Cluster.Node(pod.Spec.NodeName)
+	if !ok {
+		return nil, false
+	}
+	annotations := field.NewPath("metadata", "annotations")
+	reason, hasReason := pod.Annotations[NodeDeletingAnnotation]
+	since, hasSince := pod.Annotations[NodeDeletingSinceAnnotation]
+
+	deletions := Deletions(node)
+	if len(deletions) == 0 {
+		var remove []string
+		if hasReason {
+			remove = append(remove, NodeDeletingAnnotation)
+		}
+		if hasSince {
+			remove = append(remove, NodeDeletingSinceAnnotation)
+		}
+		if len(remove) == 0 {
+			return nil, true
+		}
+		return []policy.Finding{{
+			Field:             annotations,
+			Message:           fmt.Sprintf("remove %s: node %q is no longer being deleted", strings.Join(remove, ", "), node.Name),
+			RemoveAnnotations: remove,
+		}}, true
+	}
+
+	// What the pod says stays while it is still true: no rewrite when the
+	// node gains a second reason, and a since that was taken from the clock
+	// is not taken again.
+	d := deletions[0]
+	for _, c := range deletions {
+		if c.Reason == reason {
+			d = c
+			if _, err := time.Parse(time.RFC3339, since); err == nil {
+				return nil, true
+			}
+		}
+	}
+	if d.Since.IsZero() {
+		d.Since = r.now().UTC()
+	}
+	sinceText := d.Since.Format(time.RFC3339)
+	return []policy.Finding{{
+		Field: annotations,
+		Message: fmt.Sprintf("annotate %s=%s, %s=%s: node %q is being deleted, and kube-proxy fails /healthz there on purpose "+
+			"since Kubernetes v1.30 (KEP-3836), so this pod being unready is expected",
+			NodeDeletingAnnotation, d.Reason, NodeDeletingSinceAnnotation, sinceText, node.Name),
+		Annotations: map[string]string{NodeDeletingAnnotation: d.Reason, NodeDeletingSinceAnnotation: sinceText},
+	}}, true
+}

@@ -1,0 +1,64 @@
+package kubeproxy
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// ReadinessProbeID is the kube-proxy-readiness-probe policy's stable
+// identifier.
+const ReadinessProbeID policy.ID = "kube-proxy-readiness-probe"
+
+// ReadinessProbeRule reports kube-proxy containers whose readiness probe is
+// an httpGet on /healthz. Since v1.30 that endpoint fails on purpose on nodes
+// being deleted, so the pod turns unready for an expected state and health
+// tooling pages people (Gardener issue #11858, fixed by probing /livez).
+// Liveness probes are not this rule's business.
+type ReadinessProbeRule struct{}
+
+var _ policy.Rule = ReadinessProbeRule{}
+
+// ID implements policy.Rule.
+func (ReadinessProbeRule) ID() policy.ID { return ReadinessProbeID }
+
+// Kind implements policy.Rule.
+func (ReadinessProbeRule) Kind() policy.Kind { return policy.Validating }
+
+// Evaluate implements policy.Rule. It applies to pods and workload pod
+// templates that run a kube-proxy container.
+func (ReadinessProbeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
+	spec, specPath, ok := policy.PodSpecOf(t.Object)
+	if !ok || policy.Excluded(t.Object, t.NamespaceLabels) {
+		return nil, false
+	}
+	var findings []policy.Finding
+	applies := false
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if !IsKubeProxy(c) {
+			continue
+		}
+		applies = true
+		if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || !isHealthz(c.ReadinessProbe.HTTPGet.Path) {
+			continue
+		}
+		findings = append(findings, policy.Finding{
+			Field: specPath.Child("containers").Index(i).Child("readinessProbe", "httpGet", "path"),
+			Message: fmt.Sprintf("the readinessProbe of container %q is an httpGet on %s: since Kubernetes v1.30 (KEP-3836) kube-proxy "+
+				"fails /healthz on purpose on a node being deleted (taint %s or a deletionTimestamp), so the pod turns unready "+
+				"for an expected state and health checks report a failure. Probe /livez instead (as Gardener did), which keeps "+
+				"the old meaning", c.Name, c.ReadinessProbe.HTTPGet.Path, ToBeDeletedTaint),
+		})
+	}
+	return findings, applies
+}
+
+// isHealthz reports whether an httpGet path is kube-proxy's /healthz, as the
+// kubelet would request it: a missing leading slash, a trailing slash and a
+// query string do not change the endpoint.
+func isHealthz(p string) bool {
+	p, _, _ = strings.Cut(p, "?")
+	return strings.Trim(p, "/") == "healthz"
+}
