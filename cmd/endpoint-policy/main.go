@@ -137,5 +137,11 @@ func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
+	if cfg.QPS == 0 {
+		// As ctrlconfig.GetConfig does: no client-side rate limit (client-go's
+		// default is 5 requests/s), the API server's priority and fairness
+		// protects it.
+		cfg.QPS = -1
+	}
 	return cfg, nil
 }

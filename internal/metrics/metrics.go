@@ -21,11 +21,27 @@ const (
 	ActionAllow  Action = "allow"
 )
 
+// AnnotationAction is what the kube-proxy controller did with a pod's
+// node-deleting annotations.
+type AnnotationAction string
+
+const (
+	// AnnotationAdd: the annotations were set (Enforce).
+	AnnotationAdd AnnotationAction = "add"
+	// AnnotationRemove: the annotations were removed (the node is no longer
+	// being deleted).
+	AnnotationRemove AnnotationAction = "remove"
+	// AnnotationWarn: the annotations would have been set (Audit).
+	AnnotationWarn AnnotationAction = "warn"
+)
+
 // Recorder records endpoint-policy's metrics.
 type Recorder struct {
-	decisions     *prometheus.CounterVec
-	reloads       *prometheus.CounterVec
-	reloadSuccess prometheus.Gauge
+	decisions           *prometheus.CounterVec
+	reloads             *prometheus.CounterVec
+	reloadSuccess       prometheus.Gauge
+	nodeDeletingPods    prometheus.Gauge
+	nodeDeletingChanges *prometheus.CounterVec
 }
 
 // NewRecorder creates the metrics and registers them with reg.
@@ -43,8 +59,22 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 			Name: "endpoint_policy_config_last_reload_successful",
 			Help: "1 when the last policy configuration reload succeeded (or none happened), 0 when the file in place is invalid and an older configuration is in force.",
 		}),
+		nodeDeletingPods: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "endpoint_policy_kube_proxy_node_deleting_pods",
+			Help: "kube-proxy pods that currently carry the endpoint-policy.io/node-deleting annotation (reported by the leader).",
+		}),
+		nodeDeletingChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "endpoint_policy_kube_proxy_node_deleting_annotations_total",
+			Help: "Changes to kube-proxy pods' node-deleting annotations by action: add, remove, warn (would have added, Audit).",
+		}, []string{"action"}),
 	}
 	var err error
+	if r.nodeDeletingPods, err = register(reg, r.nodeDeletingPods); err != nil {
+		return nil, err
+	}
+	if r.nodeDeletingChanges, err = register(reg, r.nodeDeletingChanges); err != nil {
+		return nil, err
+	}
 	if r.decisions, err = register(reg, r.decisions); err != nil {
 		return nil, err
 	}
@@ -72,6 +102,16 @@ func (r *Recorder) ConfigReload(err error) {
 	}
 	r.reloads.WithLabelValues("success").Inc()
 	r.reloadSuccess.Set(1)
+}
+
+// NodeDeletingPods sets the number of kube-proxy pods that carry the
+// node-deleting annotation.
+func (r *Recorder) NodeDeletingPods(n int) { r.nodeDeletingPods.Set(float64(n)) }
+
+// NodeDeletingAnnotation counts one change (or, in Audit, would-be change)
+// to a kube-proxy pod's node-deleting annotations.
+func (r *Recorder) NodeDeletingAnnotation(a AnnotationAction) {
+	r.nodeDeletingChanges.WithLabelValues(string(a)).Inc()
 }
 
 // register registers c, or returns the identical collector registered before

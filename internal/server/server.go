@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -20,9 +21,11 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/controller"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	epwebhook "github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
 
@@ -122,7 +125,8 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 			CertDir: opts.CertDir,
 			TLSOpts: tlsOpts,
 		}),
-		// Only what the policies read: Nodes and kube-apiserver pods.
+		// Only what the policies read: Nodes and kube-apiserver pods (the
+		// kube-proxy pods have their own, label-selected caches).
 		Cache:                   cluster.CacheOptions(),
 		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
 		LeaderElection:          opts.LeaderElect,
@@ -136,16 +140,16 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	mutator, err := epwebhook.NewPodMutator(s.engines, rec)
+	view, err := cluster.NewView(ctx, mgr.GetCache())
+	if err != nil {
+		return fmt.Errorf("creating the cluster view: %w", err)
+	}
+	mutator, err := epwebhook.NewPodMutator(s.engines, view, rec)
 	if err != nil {
 		return err
 	}
 	mgr.GetWebhookServer().Register(epwebhook.MutatePodPath, &webhook.Admission{Handler: mutator})
 
-	view, err := cluster.NewView(ctx, mgr.GetCache())
-	if err != nil {
-		return fmt.Errorf("creating the cluster view: %w", err)
-	}
 	events := mgr.GetEventRecorder(EventSource)
 	for path, kinds := range map[string]epwebhook.Kinds{
 		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
@@ -158,8 +162,29 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		mgr.GetWebhookServer().Register(path, &webhook.Admission{Handler: validator})
 	}
 
+	// The kube-proxy pods are cached by the configured selectors, which
+	// therefore hold until a restart (see reload below).
+	kubeProxy := s.cfg.Policies.KubeProxyNodeDeleting.Settings()
+	selectors, err := kubeProxy.Selectors()
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	kubeProxyPods, err := cluster.NewSelectedPods(ctx, mgr, selectors)
+	if err != nil {
+		return fmt.Errorf("creating the kube-proxy pod cache: %w", err)
+	}
+	if err := controller.SetupNodeDeleting(mgr, controller.NodeDeletingOptions{
+		Engines: s.engines, Cluster: view, Pods: kubeProxyPods, Events: events, Metrics: rec,
+	}); err != nil {
+		return err
+	}
+
 	if opts.ConfigFile != "" {
 		apply := func(c *config.PolicyConfiguration) error {
+			if !equality.Semantic.DeepEqual(c.Policies.KubeProxyNodeDeleting.PodSelectors, kubeProxy.PodSelectors) {
+				return fmt.Errorf("policies.%s.podSelectors: the kube-proxy pod cache is built from it at start, so a change "+
+					"takes a restart; the configuration in force is kept", kubeproxy.NodeDeletingID)
+			}
 			e, err := policies.Build(c)
 			if err != nil {
 				return err

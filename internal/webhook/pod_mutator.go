@@ -20,7 +20,9 @@ const MutatePodPath = "/mutate-v1-pod"
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
-// PodMutator runs the engine's mutating policies on pod creations.
+// PodMutator runs the engine's mutating policies on pod creations:
+// host-network-endpoint, and kube-proxy-node-deleting for pods created
+// already bound to a node that is being deleted.
 //
 // It is a raw admission.Handler rather than a typed Defaulter on purpose: it
 // emits only the JSON patch operations the policies ask for, instead of
@@ -28,15 +30,18 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 // both slower on this hot path and drops fields the Go type does not know.
 type PodMutator struct {
 	engines *policy.Store
+	cluster policy.Cluster
 	metrics *metrics.Recorder
 }
 
-// NewPodMutator returns the pod mutating handler.
-func NewPodMutator(engines *policy.Store, rec *metrics.Recorder) (*PodMutator, error) {
+// NewPodMutator returns the pod mutating handler. cluster may be nil (rules
+// that need cluster state, such as kube-proxy-node-deleting, give no
+// verdict).
+func NewPodMutator(engines *policy.Store, cluster policy.Cluster, rec *metrics.Recorder) (*PodMutator, error) {
 	if engines == nil || rec == nil {
 		return nil, fmt.Errorf("pod mutator needs an engine store and a metrics recorder")
 	}
-	return &PodMutator{engines: engines, metrics: rec}, nil
+	return &PodMutator{engines: engines, cluster: cluster, metrics: rec}, nil
 }
 
 // Handle implements admission.Handler.
@@ -54,7 +59,7 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	}
 	pod := obj.(*corev1.Pod)
 
-	results := m.engines.Load().EvaluateKind(policy.Target{Object: pod}, policy.Mutating)
+	results := m.engines.Load().EvaluateKind(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
 	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
 	if len(d.patch) > 0 {
 		// The request's logger already names the pod, the user and the

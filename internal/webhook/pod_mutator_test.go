@@ -13,12 +13,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
 
@@ -63,10 +66,25 @@ func engineFor(t testing.TB, cfgYAML string) (*policy.Store, *metrics.Recorder, 
 	return policy.NewStore(engine), rec, reg
 }
 
+// nodes is a policy.Cluster that knows some nodes.
+type nodes map[string]*corev1.Node
+
+func (n nodes) Node(name string) (*corev1.Node, bool) { node, ok := n[name]; return node, ok }
+
+func (nodes) APIServerPods() ([]*corev1.Pod, bool) { return nil, true }
+
+// testCluster has a healthy node and one that cluster-autoscaler is about to
+// delete.
+var testCluster = nodes{
+	"node-ok": {ObjectMeta: metav1.ObjectMeta{Name: "node-ok"}},
+	"node-going": {ObjectMeta: metav1.ObjectMeta{Name: "node-going"}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+		{Key: kubeproxy.ToBeDeletedTaint, Value: "1795420800", Effect: corev1.TaintEffectNoSchedule}}}},
+}
+
 func newHarness(t *testing.T, cfgYAML string) *harness {
 	t.Helper()
 	engines, rec, reg := engineFor(t, cfgYAML)
-	m, err := webhook.NewPodMutator(engines, rec)
+	m, err := webhook.NewPodMutator(engines, testCluster, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,6 +379,77 @@ func TestPodMutatorConcurrent(t *testing.T) {
 	}
 }
 
+// kube-proxy pods created already bound to a node being deleted (static
+// kube-proxy's mirror pod, pods created with nodeName) are annotated at
+// admission; the controller does the rest.
+func TestPodMutatorKubeProxy(t *testing.T) {
+	const since = "2026-11-23T08:00:00Z" // the taint's value, 1795420800
+	staticPod := func(node, annotations string) string {
+		return `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"kube-proxy-` + node + `","namespace":"kube-system",
+			"labels":{"component":"kube-proxy"},"annotations":{"kubernetes.io/config.mirror":"abc"` + annotations + `}},
+			"spec":{"nodeName":"` + node + `","hostNetwork":true,"containers":[{"name":"kube-proxy","image":"registry.k8s.io/kube-proxy:v1.37.2"}]}}`
+	}
+	const daemonSetPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"kube-proxy-","namespace":"kube-system",
+		"labels":{"k8s-app":"kube-proxy"}},
+		"spec":{"hostNetwork":true,"containers":[{"name":"kube-proxy","image":"registry.k8s.io/kube-proxy:v1.37.2",
+			"env":[{"name":"KUBERNETES_SERVICE_HOST","value":"localhost"},{"name":"KUBERNETES_SERVICE_PORT","value":"7443"}]}]}}`
+	stale := `,"` + kubeproxy.NodeDeletingAnnotation + `":"ToBeDeletedByClusterAutoscaler","` + kubeproxy.NodeDeletingSinceAnnotation + `":"` + since + `"`
+	tests := []struct {
+		name         string
+		config       string
+		object       string
+		wantOps      []op
+		wantWarnings []string
+		wantAction   string
+	}{
+		{name: "mirror pod on a node being deleted: annotated", object: staticPod("node-going", ""), wantAction: "mutate",
+			wantOps: []op{
+				{Op: "add", Path: "/metadata/annotations/endpoint-policy.io~1node-deleting", Value: "ToBeDeletedByClusterAutoscaler"},
+				{Op: "add", Path: "/metadata/annotations/endpoint-policy.io~1node-deleting-since", Value: since},
+			}},
+		{name: "mirror pod with stale annotations on a healthy node: removed", object: staticPod("node-ok", stale), wantAction: "mutate",
+			wantOps: []op{
+				{Op: "remove", Path: "/metadata/annotations/endpoint-policy.io~1node-deleting"},
+				{Op: "remove", Path: "/metadata/annotations/endpoint-policy.io~1node-deleting-since"},
+			}},
+		{name: "mirror pod on a healthy node", object: staticPod("node-ok", ""), wantAction: "allow"},
+		{name: "node not known yet: no verdict", object: staticPod("node-new", "")},
+		{name: "DaemonSet pod, not yet bound: left to the controller", object: daemonSetPod},
+		{name: "Audit: a warning, no patch", config: "policies:\n  kube-proxy-node-deleting:\n    mode: Audit\n",
+			object: staticPod("node-going", ""), wantAction: "warn",
+			wantWarnings: []string{"[kube-proxy-node-deleting] would annotate endpoint-policy.io/node-deleting=ToBeDeletedByClusterAutoscaler, " +
+				"endpoint-policy.io/node-deleting-since=" + since + `: node "node-going" is being deleted, and kube-proxy fails /healthz ` +
+				"there on purpose since Kubernetes v1.30 (KEP-3836), so this pod being unready is expected"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.config)
+			resp := h.call(t, review("CREATE", "pods", tt.object))
+			if !resp.Allowed {
+				t.Fatalf("denied: %v", resp.Result)
+			}
+			if diff := cmp.Diff(tt.wantOps, patchOps(t, resp)); diff != "" {
+				t.Errorf("patch (-want +got):\n%s", diff)
+			}
+			if len(tt.wantOps) > 0 {
+				applyPatch(t, tt.object, resp)
+			}
+			if diff := cmp.Diff(tt.wantWarnings, resp.Warnings); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			for _, action := range []string{"mutate", "warn", "allow"} {
+				want := 0.0
+				if action == tt.wantAction {
+					want = 1
+				}
+				if got := h.decisions(string(kubeproxy.NodeDeletingID), action); got != want {
+					t.Errorf("decisions{%s} = %v, want %v", action, got, want)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkPodMutator measures the handler on a pinned cilium-operator pod:
 // decode, evaluate, build the patch (no HTTP).
 func BenchmarkPodMutator(b *testing.B) {
@@ -372,7 +461,7 @@ func BenchmarkPodMutator(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := webhook.NewPodMutator(policy.NewStore(engine), rec)
+	m, err := webhook.NewPodMutator(policy.NewStore(engine), testCluster, rec)
 	if err != nil {
 		b.Fatal(err)
 	}

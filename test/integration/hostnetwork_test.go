@@ -216,8 +216,8 @@ func reloadErrors() float64 {
 	return counter("endpoint_policy_config_reloads_total", map[string]string{"result": "error"})
 }
 
-// counter reads a counter from the server's metrics registry (the server
-// runs in this process).
+// counter reads a counter (or a gauge) from the server's metrics registry
+// (the server runs in this process).
 func counter(name string, labels map[string]string) float64 {
 	mfs, err := crmetrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
@@ -236,11 +236,16 @@ func counter(name string, labels map[string]string) float64 {
 					continue metric
 				}
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
 			return m.GetCounter().GetValue()
 		}
 	}
 	return 0
 }
+
+func gauge(name string) float64 { return counter(name, nil) }
 
 // startSidecarInjector registers a second mutating webhook, ordered after
 // ours, that adds a container without env to labelled pods. The API server
