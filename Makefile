@@ -15,6 +15,7 @@ LDFLAGS := -s -w \
 IMG ?= endpoint-policy:$(VERSION)
 
 GO_TEST_FLAGS ?= -race
+BENCH_ENV := ENDPOINT_POLICY_BENCH=1
 
 .PHONY: all
 all: build
@@ -44,6 +45,11 @@ test: vet envtest ## Run all tests: unit, handler and envtest suites (builds the
 .PHONY: test-unit
 test-unit: ## Run the tests that need no API server.
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
+
+.PHONY: bench
+bench: envtest ## Run the benchmarks: handlers (Go benchmarks) and the kube-proxy controller at 500 nodes (envtest).
+	go test -run '^$$' -bench . -benchmem ./internal/...
+	$(BENCH_ENV) KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -count=1 -timeout 30m -v ./test/integration/ -run TestIntegration -args -ginkgo.label-filter=bench
 
 .PHONY: envtest
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd from Go modules into bin/ (once).

@@ -43,6 +43,7 @@ var (
 	testEnv        *envtest.Environment
 	restConfig     *rest.Config
 	k8s            client.Client
+	k8sWatch       client.WithWatch
 	clientWarnings *warnings.Recorder
 	configFile     string
 	probeAddr      string
@@ -72,6 +73,8 @@ var _ = BeforeSuite(func() {
 	clientConfig := rest.CopyConfig(restConfig)
 	clientConfig.WarningHandlerWithContext = clientWarnings
 	k8s, err = client.New(clientConfig, client.Options{})
+	Expect(err).NotTo(HaveOccurred())
+	k8sWatch, err = client.NewWithWatch(restConfig, client.Options{})
 	Expect(err).NotTo(HaveOccurred())
 
 	configFile = filepath.Join(GinkgoT().TempDir(), "config.yaml")
