@@ -18,17 +18,27 @@ import (
 )
 
 // CacheOptions restricts the manager's cache to what the policies read:
-// only kube-apiserver pods (component=kube-apiserver), and Nodes without the
+// only kube-apiserver pods (component=kube-apiserver), Nodes without the
 // parts no policy reads (container image lists, managed fields), which are
-// most of a Node's size.
+// most of a Node's size, and Namespaces' metadata (the exclude label).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:  {Label: labels.SelectorFromSet(labels.Set{apiserver.ComponentLabel: apiserver.ComponentValue})},
-			&corev1.Node{}: {Transform: stripNode},
+			&corev1.Pod{}:       {Label: labels.SelectorFromSet(labels.Set{apiserver.ComponentLabel: apiserver.ComponentValue})},
+			&corev1.Node{}:      {Transform: stripNode},
+			&corev1.Namespace{}: {Transform: stripNamespace},
 		},
 	}
+}
+
+func stripNamespace(obj any) (any, error) {
+	if ns, ok := obj.(*corev1.Namespace); ok {
+		ns.ManagedFields = nil
+		ns.Spec = corev1.NamespaceSpec{}
+		ns.Status = corev1.NamespaceStatus{}
+	}
+	return obj, nil
 }
 
 func stripNode(obj any) (any, error) {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -25,6 +26,7 @@ func TestCacheOptionsHoldOnlyWhatPoliciesRead(t *testing.T) {
 				},
 				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}},
 			}
+			n.DeletionTimestamp = &metav1.Time{}
 			out, err := by.Transform(n)
 			if err != nil {
 				t.Fatal(err)
@@ -33,14 +35,58 @@ func TestCacheOptionsHoldOnlyWhatPoliciesRead(t *testing.T) {
 			if got.Status.Images != nil || got.ManagedFields != nil {
 				t.Errorf("images and managed fields kept: %+v", got)
 			}
-			if len(got.Status.Addresses) != 1 || len(got.Spec.Taints) != 1 {
-				t.Errorf("addresses or taints dropped: %+v", got)
+			if len(got.Status.Addresses) != 1 || len(got.Spec.Taints) != 1 || got.DeletionTimestamp == nil {
+				t.Errorf("addresses, taints or deletionTimestamp dropped: %+v", got)
+			}
+		case *corev1.Namespace:
+			ns := &corev1.Namespace{
+				ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"endpoint-policy.io/exclude": "true"},
+					ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+				Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}},
+			}
+			out, err := by.Transform(ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := out.(*corev1.Namespace)
+			if got.ManagedFields != nil || got.Spec.Finalizers != nil || got.Labels["endpoint-policy.io/exclude"] != "true" {
+				t.Errorf("namespace not reduced to its metadata: %+v", got)
 			}
 		default:
 			t.Errorf("unexpected cached type %T", obj)
 		}
 	}
-	if len(opts.ByObject) != 2 {
-		t.Errorf("cache options for %d types, want Pods and Nodes", len(opts.ByObject))
+	if len(opts.ByObject) != 3 {
+		t.Errorf("cache options for %d types, want Pods, Nodes and Namespaces", len(opts.ByObject))
+	}
+}
+
+func TestSlimPodKeepsWhatTheControllerReads(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy-x", Namespace: "kube-system", UID: "u",
+			Labels: map[string]string{"k8s-app": "kube-proxy"}, Annotations: map[string]string{"a": "b"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec:   corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "kube-proxy", Image: "x"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady}}},
+	}
+	out, err := slimPod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.Pod)
+	want := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy-x", Namespace: "kube-system", UID: "u",
+			Labels: map[string]string{"k8s-app": "kube-proxy"}, Annotations: map[string]string{"a": "b"}},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("slimPod = %+v, want %+v", got, want)
+	}
+	if got := indexNodeName(got); len(got) != 1 || got[0] != "n1" {
+		t.Errorf("indexNodeName = %v, want [n1]", got)
+	}
+	if got := indexNodeName(&corev1.Pod{}); got != nil {
+		t.Errorf("indexNodeName of an unbound pod = %v, want none", got)
 	}
 }

@@ -59,7 +59,7 @@ const (
 type NodeDeleting struct {
 	engines *policy.Store
 	cluster policy.Cluster        // nodes, from the manager's cache
-	nodes   client.Reader         // the manager's cache, to list every node on reloads
+	cache   client.Reader         // the manager's cache: every node on reloads, namespaces' labels
 	pods    *cluster.SelectedPods // kube-proxy pods, by node
 	client  client.Client         // writes go to the API server
 	events  events.EventRecorder
@@ -94,7 +94,7 @@ func SetupNodeDeleting(mgr ctrl.Manager, o NodeDeletingOptions) error {
 	r := &NodeDeleting{
 		engines:   o.Engines,
 		cluster:   o.Cluster,
-		nodes:     mgr.GetCache(),
+		cache:     mgr.GetCache(),
 		pods:      o.Pods,
 		client:    mgr.GetClient(),
 		events:    o.Events,
@@ -196,7 +196,7 @@ func (r *NodeDeleting) enqueueAllOnReload(ctx context.Context, q workqueue.Typed
 			// not missed.
 			changed = r.engines.Changed()
 			nodes := &corev1.NodeList{}
-			if err := r.nodes.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
+			if err := r.cache.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
 				logf.FromContext(ctx).Error(err, "Cannot list nodes after a configuration reload")
 				continue
 			}
@@ -221,7 +221,13 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 	var errs []error
 	for _, pod := range pods {
 		_, has := pod.Annotations[kubeproxy.NodeDeletingAnnotation]
-		res, ok := engine.EvaluatePolicy(policy.Target{Object: pod, Cluster: r.cluster}, kubeproxy.NodeDeletingID)
+		nsLabels, err := r.namespaceLabels(ctx, pod.Namespace)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		target := policy.Target{Object: pod, NamespaceLabels: nsLabels, Cluster: r.cluster}
+		res, ok := engine.EvaluatePolicy(target, kubeproxy.NodeDeletingID)
 		if !ok || len(res.Findings) == 0 {
 			if has {
 				annotated++
@@ -269,6 +275,19 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 	}
 	r.record(node, annotated, announced)
 	return reconcile.Result{}, errors.Join(errs...)
+}
+
+// namespaceLabels returns the labels of namespace (for the exclude label),
+// from the cache; a namespace that is gone has none.
+func (r *NodeDeleting) namespaceLabels(ctx context.Context, namespace string) (map[string]string, error) {
+	ns := &corev1.Namespace{}
+	if err := r.cache.Get(ctx, client.ObjectKey{Name: namespace}, ns, client.UnsafeDisableDeepCopy); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
+	}
+	return ns.Labels, nil
 }
 
 // patch sets and removes annotations with a JSON merge patch of the pod's

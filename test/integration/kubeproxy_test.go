@@ -205,6 +205,16 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 		Consistently(annotationsOf(ctx, onCandidate)).WithTimeout(2 * time.Second).WithPolling(polling).Should(notNodeDeleting)
 	})
 
+	It("leaves kube-proxy pods in namespaces labelled endpoint-policy.io/exclude=true alone", func(ctx context.Context) {
+		going := newWorker(ctx)
+		excluded := create(ctx, kubeProxyPod(newNamespace(ctx, map[string]string{policy.ExcludeLabel: "true"}), going.Name))
+		included := create(ctx, kubeProxyPod(ns, going.Name))
+		taint(ctx, going, kubeproxy.ToBeDeletedTaint, time.Now())
+		// One reconcile of the node handles both pods.
+		Eventually(annotationsOf(ctx, included)).WithTimeout(settle).WithPolling(polling).Should(HaveKey(kubeproxy.NodeDeletingAnnotation))
+		Expect(annotationsOf(ctx, excluded)()).To(notNodeDeleting)
+	})
+
 	It("annotates at admission a pod created bound to a node being deleted, mirror pods included", func(ctx context.Context) {
 		going := newWorker(ctx)
 		at := time.Now().Truncate(time.Second)
