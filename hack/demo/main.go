@@ -2,8 +2,9 @@
 // control plane (etcd + kube-apiserver, the envtest binaries), the real
 // `endpoint-policy serve` binary with a freshly generated self-signed
 // certificate, the webhook registration from config/webhook, and the
-// manifests in examples/. It prints what happened to each object, then shows
-// a switch to Audit mode without a restart, and stops everything.
+// manifests in examples/. It prints what happened to each object, shows a
+// node being tainted for deletion and its kube-proxy pod annotated, then a
+// switch to Audit mode without a restart, and stops everything.
 //
 //	go run ./hack/demo --assets bin/k8s/... --binary bin/endpoint-policy --examples examples
 package main
@@ -29,7 +30,9 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -43,6 +46,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
 
@@ -142,6 +146,10 @@ func run() error {
 		}
 	}
 
+	if err := kubeProxyScaleDown(ctx, k8s); err != nil {
+		return err
+	}
+
 	step("Switching the configuration file to mode: Audit (no restart)")
 	// Write and rename, as the kubelet updates a mounted ConfigMap.
 	if err := os.WriteFile(configFile+".new", []byte(policyConfig(policy.Audit)), 0o600); err != nil {
@@ -181,13 +189,92 @@ func run() error {
 	if body, err := httpGet("http://" + metrics + "/metrics"); err == nil {
 		step("Decision metrics")
 		for _, line := range strings.Split(body, "\n") {
-			if strings.HasPrefix(line, "endpoint_policy_admission_decisions_total{") || strings.HasPrefix(line, "endpoint_policy_config_reloads_total{") {
+			if strings.HasPrefix(line, "endpoint_policy_admission_decisions_total{") || strings.HasPrefix(line, "endpoint_policy_config_reloads_total{") ||
+				strings.HasPrefix(line, "endpoint_policy_kube_proxy_node_deleting_") {
 				fmt.Println("   " + line)
 			}
 		}
 	}
 	fmt.Printf("\n   Server log: %s\n", *logFile)
 	return nil
+}
+
+// kubeProxyScaleDown shows kube-proxy-node-deleting: a node gets
+// cluster-autoscaler's ToBeDeletedByClusterAutoscaler taint, the controller
+// annotates its kube-proxy pod; the scale-down is cancelled (taint removed),
+// the annotations go away.
+func kubeProxyScaleDown(ctx context.Context, k8s client.Client) error {
+	step("kube-proxy on a node that cluster-autoscaler scales down (kube-proxy-node-deleting)")
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}
+	if err := k8s.Create(ctx, node); err != nil {
+		return fmt.Errorf("creating node worker-1: %w", err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy-worker-1", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-proxy"}},
+		Spec: corev1.PodSpec{NodeName: node.Name, HostNetwork: true, Containers: []corev1.Container{{
+			Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.37.2",
+			Command: []string{"/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf"},
+		}}},
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		return fmt.Errorf("creating pod kube-proxy-worker-1: %w", err)
+	}
+	fmt.Printf("   node worker-1, pod kube-system/kube-proxy-worker-1 bound to it: %s\n", nodeDeletingAnnotations(pod))
+
+	patch := client.MergeFrom(node.DeepCopy())
+	node.Spec.Taints = []corev1.Taint{{Key: kubeproxy.ToBeDeletedTaint, Value: fmt.Sprint(time.Now().Unix()), Effect: corev1.TaintEffectNoSchedule}}
+	start := time.Now()
+	if err := k8s.Patch(ctx, node, patch); err != nil {
+		return fmt.Errorf("tainting worker-1: %w", err)
+	}
+	fmt.Printf("   kubectl taint node worker-1 %s=%s:NoSchedule\n", kubeproxy.ToBeDeletedTaint, node.Spec.Taints[0].Value)
+	if err := waitForPod(ctx, k8s, pod, func(p *corev1.Pod) bool { _, ok := p.Annotations[kubeproxy.NodeDeletingAnnotation]; return ok }); err != nil {
+		return fmt.Errorf("waiting for kube-proxy-worker-1 to be annotated: %w", err)
+	}
+	fmt.Printf("   after %s: %s\n", time.Since(start).Round(time.Millisecond), nodeDeletingAnnotations(pod))
+	events := &eventsv1.EventList{}
+	if err := k8s.List(ctx, events, client.InNamespace("kube-system")); err == nil {
+		for _, e := range events.Items {
+			if e.Regarding.Name == pod.Name && e.Reason == "NodeDeleting" {
+				fmt.Printf("   Event %s %s: %s\n", e.Type, e.Reason, e.Note)
+			}
+		}
+	}
+
+	patch = client.MergeFrom(node.DeepCopy())
+	node.Spec.Taints = nil
+	start = time.Now()
+	if err := k8s.Patch(ctx, node, patch); err != nil {
+		return fmt.Errorf("removing the taint from worker-1: %w", err)
+	}
+	fmt.Printf("   scale-down cancelled: kubectl taint node worker-1 %s-\n", kubeproxy.ToBeDeletedTaint)
+	if err := waitForPod(ctx, k8s, pod, func(p *corev1.Pod) bool { _, ok := p.Annotations[kubeproxy.NodeDeletingAnnotation]; return !ok }); err != nil {
+		return fmt.Errorf("waiting for the annotations to go: %w", err)
+	}
+	fmt.Printf("   after %s: %s\n", time.Since(start).Round(time.Millisecond), nodeDeletingAnnotations(pod))
+	return nil
+}
+
+func waitForPod(ctx context.Context, k8s client.Client, pod *corev1.Pod, done func(*corev1.Pod) bool) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+			return false, err
+		}
+		return done(pod), nil
+	})
+}
+
+func nodeDeletingAnnotations(p *corev1.Pod) string {
+	var out []string
+	for _, k := range []string{kubeproxy.NodeDeletingAnnotation, kubeproxy.NodeDeletingSinceAnnotation} {
+		if v, ok := p.Annotations[k]; ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	if len(out) == 0 {
+		return "no node-deleting annotations"
+	}
+	return strings.Join(out, ", ")
 }
 
 // policyConfig renders the built-in configuration with the given global mode.

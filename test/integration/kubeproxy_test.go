@@ -71,6 +71,21 @@ func kubeProxyPod(namespace, nodeName string) *corev1.Pod {
 	}
 }
 
+// kubeProxyDaemonSet is kubeadm's kube-proxy DaemonSet with a readiness
+// probe on path.
+func kubeProxyDaemonSet(namespace, path string) *appsv1.DaemonSet {
+	p := kubeProxyPod(namespace, "")
+	p.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: path, Port: intstr.FromInt32(10256)}}}
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "kube-proxy-", Namespace: namespace},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
+		},
+	}
+}
+
 func create(ctx context.Context, p *corev1.Pod) *corev1.Pod {
 	GinkgoHelper()
 	Expect(k8s.Create(ctx, p)).To(Succeed())
@@ -260,31 +275,34 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 	})
 })
 
+var _ = Describe("kube-proxy pod selectors", func() {
+	It("refuse a reload that changes them, and keep the configuration in force", func(ctx context.Context) {
+		ns := newNamespace(ctx, nil)
+		// The defaults are in force (an earlier spec's configuration is gone).
+		warnedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), "[kube-proxy-readiness-probe]")
+		failed := reloadErrors()
+		useConfig(func(c *config.PolicyConfiguration) {
+			c.Policies.KubeProxyNodeDeleting.PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kube-proxy"}}}
+			c.Policies.KubeProxyReadinessProbe.Mode = policy.Enforce
+		})
+		Eventually(reloadErrors).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">", failed))
+		By("the readiness-probe policy stays in Audit, as in the configuration in force")
+		warnedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), "[kube-proxy-readiness-probe]")
+	})
+})
+
 var _ = Describe("kube-proxy-readiness-probe", func() {
 	var ns string
 	BeforeEach(func(ctx context.Context) {
 		ns = newNamespace(ctx, nil)
 	})
 
-	kubeProxyDaemonSet := func(path string) *appsv1.DaemonSet {
-		p := kubeProxyPod(ns, "")
-		p.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: path, Port: intstr.FromInt32(10256)}}}
-		return &appsv1.DaemonSet{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "kube-proxy-", Namespace: ns},
-			Spec: appsv1.DaemonSetSpec{
-				Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
-				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
-			},
-		}
-	}
-
 	It("warns about a /healthz readiness probe by default, and denies it in Enforce", func(ctx context.Context) {
 		const want = "[kube-proxy-readiness-probe] spec.template.spec.containers[0].readinessProbe.httpGet.path: the readinessProbe"
-		warnedDuringDryRun(ctx, kubeProxyDaemonSet("/healthz"), want)
+		warnedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), want)
 
 		useConfig(func(c *config.PolicyConfiguration) { c.Policies.KubeProxyReadinessProbe.Mode = policy.Enforce })
-		deniedDuringDryRun(ctx, kubeProxyDaemonSet("/healthz"), want)
-		Expect(k8s.Create(ctx, kubeProxyDaemonSet("/livez"))).To(Succeed(), "/livez is the fix")
+		deniedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), want)
+		Expect(k8s.Create(ctx, kubeProxyDaemonSet(ns, "/livez"))).To(Succeed(), "/livez is the fix")
 	})
 })
