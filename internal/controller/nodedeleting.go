@@ -220,7 +220,12 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 	announced := map[types.UID]string{}
 	var errs []error
 	for _, pod := range pods {
+		// annotated counts what the pods carry after this reconcile: what
+		// they carry now, changed by the patches that succeed.
 		_, has := pod.Annotations[kubeproxy.NodeDeletingAnnotation]
+		if has {
+			annotated++
+		}
 		nsLabels, err := r.namespaceLabels(ctx, pod.Namespace)
 		if err != nil {
 			errs = append(errs, err)
@@ -229,9 +234,6 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 		target := policy.Target{Object: pod, NamespaceLabels: nsLabels, Cluster: r.cluster}
 		res, ok := engine.EvaluatePolicy(target, kubeproxy.NodeDeletingID)
 		if !ok || len(res.Findings) == 0 {
-			if has {
-				annotated++
-			}
 			continue
 		}
 		f := res.Findings[0]
@@ -242,28 +244,24 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 			// kube-proxy failure from health checks.
 			if err := r.patch(ctx, pod, nil, f.RemoveAnnotations); err != nil {
 				errs = append(errs, err)
-				if has {
-					annotated++
-				}
 				continue
+			}
+			if has {
+				annotated--
 			}
 			r.metrics.NodeDeletingAnnotation(metrics.AnnotationRemove)
 			r.event(pod, node, ReasonNodeDeletingCancelled, "RemoveAnnotations", note)
 		case res.Mode == policy.Enforce:
 			if err := r.patch(ctx, pod, f.Annotations, nil); err != nil {
 				errs = append(errs, err)
-				if has {
-					annotated++
-				}
 				continue
 			}
-			annotated++
+			if !has {
+				annotated++
+			}
 			r.metrics.NodeDeletingAnnotation(metrics.AnnotationAdd)
 			r.event(pod, node, ReasonNodeDeleting, "Annotate", note)
 		default: // Audit: say what would have been annotated, once.
-			if has {
-				annotated++
-			}
 			reason := f.Annotations[kubeproxy.NodeDeletingAnnotation]
 			announced[pod.UID] = reason
 			if r.wasAnnounced(node, pod.UID, reason) {

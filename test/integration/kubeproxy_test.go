@@ -168,7 +168,9 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 		Eventually(eventsFor(ctx, onGoing)).WithTimeout(settle).WithPolling(polling).
 			Should(event(controller.ReasonNodeDeleting, "Annotate", fmt.Sprintf("node %q is being deleted", going.Name)))
 		Expect(nodeDeletingChanges("add")).To(BeNumerically(">=", added+2))
-		Expect(gauge("endpoint_policy_kube_proxy_node_deleting_pods")).To(BeNumerically(">=", 2))
+		const annotatedPods = "endpoint_policy_kube_proxy_node_deleting_pods"
+		Eventually(gauge).WithArguments(annotatedPods).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">=", 2))
+		peak := gauge(annotatedPods)
 
 		By("leaving the pods on other nodes, and the other pods on this node, alone")
 		Expect(annotationsOf(ctx, onStaying)()).To(notNodeDeleting)
@@ -181,6 +183,7 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 		Eventually(eventsFor(ctx, onGoing)).WithTimeout(settle).WithPolling(polling).
 			Should(event(controller.ReasonNodeDeletingCancelled, "RemoveAnnotations", "no longer being deleted"))
 		Expect(nodeDeletingChanges("remove")).To(BeNumerically(">=", removed+2))
+		Eventually(gauge).WithArguments(annotatedPods).WithTimeout(settle).WithPolling(polling).Should(BeNumerically("<=", peak-2))
 	})
 
 	It("annotates a DaemonSet pod that the scheduler binds to a tainted node", func(ctx context.Context) {
