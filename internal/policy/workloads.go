@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"path"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +33,20 @@ func PodSpecOf(obj client.Object) (spec *corev1.PodSpec, path *field.Path, ok bo
 		return &o.Spec.JobTemplate.Spec.Template.Spec, field.NewPath("spec", "jobTemplate", "spec", "template", "spec"), true
 	}
 	return nil, nil, false
+}
+
+// RunsBinary reports whether container c runs the component binary: it is
+// named after it (as kubeadm names its containers), or its command (or,
+// without a command, its args) starts with that binary, under any directory.
+func RunsBinary(c *corev1.Container, binary string) bool {
+	if c.Name == binary {
+		return true
+	}
+	argv := c.Command
+	if len(argv) == 0 {
+		argv = c.Args
+	}
+	return len(argv) > 0 && path.Base(argv[0]) == binary
 }
 
 // IsControlled reports whether obj has a controller (an owner reference with

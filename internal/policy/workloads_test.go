@@ -61,3 +61,23 @@ func TestMayDeny(t *testing.T) {
 		}
 	}
 }
+
+func TestRunsBinary(t *testing.T) {
+	tests := []struct {
+		name string
+		c    corev1.Container
+		want bool
+	}{
+		{"named after it", corev1.Container{Name: "kube-proxy"}, true},
+		{"command with a directory", corev1.Container{Name: "proxy", Command: []string{"/usr/local/bin/kube-proxy", "--v=2"}}, true},
+		{"args without a command", corev1.Container{Name: "proxy", Args: []string{"kube-proxy"}}, true},
+		{"the command decides when there is one", corev1.Container{Name: "proxy", Command: []string{"sh"}, Args: []string{"kube-proxy"}}, false},
+		{"a binary with a longer name", corev1.Container{Name: "proxy", Command: []string{"kube-proxy-windows"}}, false},
+		{"nothing", corev1.Container{Name: "proxy"}, false},
+	}
+	for _, tt := range tests {
+		if got := policy.RunsBinary(&tt.c, "kube-proxy"); got != tt.want {
+			t.Errorf("%s: RunsBinary = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -4,11 +4,12 @@ package apiserver
 
 import (
 	"net/netip"
-	"path"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
 const (
@@ -28,16 +29,7 @@ const (
 // IsAPIServer reports whether c runs kube-apiserver: it is named
 // kube-apiserver, or its command (or, without a command, its args) starts
 // with a kube-apiserver binary.
-func IsAPIServer(c *corev1.Container) bool {
-	if c.Name == ContainerName {
-		return true
-	}
-	argv := c.Command
-	if len(argv) == 0 {
-		argv = c.Args
-	}
-	return len(argv) > 0 && path.Base(argv[0]) == "kube-apiserver"
-}
+func IsAPIServer(c *corev1.Container) bool { return policy.RunsBinary(c, ContainerName) }
 
 // AdvertiseAddress returns the value of c's --advertise-address flag, in
 // either the "--advertise-address=IP" or the "--advertise-address IP" form,

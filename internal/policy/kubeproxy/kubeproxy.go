@@ -11,11 +11,12 @@
 package kubeproxy
 
 import (
-	"path"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
 const (
@@ -48,16 +49,7 @@ const (
 // IsKubeProxy reports whether c runs kube-proxy: it is named kube-proxy, or
 // its command (or, without a command, its args) starts with a kube-proxy
 // binary.
-func IsKubeProxy(c *corev1.Container) bool {
-	if c.Name == ContainerName {
-		return true
-	}
-	argv := c.Command
-	if len(argv) == 0 {
-		argv = c.Args
-	}
-	return len(argv) > 0 && path.Base(argv[0]) == "kube-proxy"
-}
+func IsKubeProxy(c *corev1.Container) bool { return policy.RunsBinary(c, ContainerName) }
 
 // Deletion is why and since when a node is being deleted.
 type Deletion struct {
