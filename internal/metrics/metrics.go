@@ -11,16 +11,6 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
-// Action is what admission did for one policy on one object.
-type Action string
-
-const (
-	ActionMutate Action = "mutate"
-	ActionDeny   Action = "deny"
-	ActionWarn   Action = "warn"
-	ActionAllow  Action = "allow"
-)
-
 // AnnotationAction is what the kube-proxy controller did with a pod's
 // node-deleting annotations.
 type AnnotationAction string
@@ -89,7 +79,7 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 }
 
 // Decision counts one admission decision.
-func (r *Recorder) Decision(id policy.ID, a Action) {
+func (r *Recorder) Decision(id policy.ID, a policy.Action) {
 	r.decisions.WithLabelValues(string(id), string(a)).Inc()
 }
 

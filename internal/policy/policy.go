@@ -238,3 +238,59 @@ func (e *Engine) Mode(id ID) Mode {
 	}
 	return Disabled
 }
+
+// Action is what a front-end does, or would do, with one policy's result for
+// one object. Admission does it; the background audit and the check CLI
+// report it, so that the three front-ends give the same verdict.
+type Action string
+
+const (
+	// ActionAllow: no findings.
+	ActionAllow Action = "allow"
+	// ActionMutate: a mutating rule in Enforce changes the object.
+	ActionMutate Action = "mutate"
+	// ActionDeny: a validating rule in Enforce rejects the object.
+	ActionDeny Action = "deny"
+	// ActionWarn: findings in Audit, or in Enforce on an object that must
+	// not be denied (see MayDeny), are reported and nothing else happens.
+	ActionWarn Action = "warn"
+)
+
+// Action returns what admission does with r. mayDeny is false for objects
+// that must never be denied (MayDeny): their Enforce violations are warnings.
+func (r Result) Action(mayDeny bool) Action {
+	switch {
+	case len(r.Findings) == 0:
+		return ActionAllow
+	case r.Mode == Enforce && r.Findings[0].Mutates():
+		return ActionMutate
+	case r.Mode == Enforce && mayDeny && !r.Findings[0].Mutates():
+		return ActionDeny
+	}
+	return ActionWarn
+}
+
+// Messages renders r's findings as "[<policy-id>] <message>": a change as
+// verb + message ("[host-network-endpoint] would set ..." with verb "would "),
+// a violation with its field ("[<id>] spec.containers[0]...: ..."). At most
+// max are rendered, then "[<id>] ... and N more".
+func (r Result) Messages(verb string, max int) []string {
+	n := min(len(r.Findings), max)
+	out := make([]string, 0, n+1)
+	for _, f := range r.Findings[:n] {
+		out = append(out, fmt.Sprintf("[%s] %s", r.Policy, f.Text(verb)))
+	}
+	if rest := len(r.Findings) - n; rest > 0 {
+		out = append(out, fmt.Sprintf("[%s] ... and %d more", r.Policy, rest))
+	}
+	return out
+}
+
+// Text renders f without the policy prefix: a change as verb + message, a
+// violation as "<field>: <message>".
+func (f Finding) Text(verb string) string {
+	if f.Mutates() {
+		return verb + f.Message
+	}
+	return f.String()
+}

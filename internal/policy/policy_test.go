@@ -178,3 +178,29 @@ func TestEscapePointer(t *testing.T) {
 		}
 	}
 }
+
+func TestResultAction(t *testing.T) {
+	violation := policy.Finding{Message: "bad"}
+	change := policy.Finding{Message: "set X", Annotations: map[string]string{"a": "b"}}
+	tests := []struct {
+		name    string
+		result  policy.Result
+		mayDeny bool
+		want    policy.Action
+	}{
+		{"no findings", policy.Result{Mode: policy.Enforce}, true, policy.ActionAllow},
+		{"violation in Enforce", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{violation}}, true, policy.ActionDeny},
+		{"violation in Enforce on an object that may not be denied", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{violation}}, false, policy.ActionWarn},
+		{"violation in Audit", policy.Result{Mode: policy.Audit, Findings: []policy.Finding{violation}}, true, policy.ActionWarn},
+		{"change in Enforce", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{change}}, true, policy.ActionMutate},
+		{"change in Enforce on a mirror pod", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{change}}, false, policy.ActionMutate},
+		{"change in Audit", policy.Result{Mode: policy.Audit, Findings: []policy.Finding{change}}, true, policy.ActionWarn},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.result.Action(tt.mayDeny); got != tt.want {
+				t.Errorf("Action(%v) = %q, want %q", tt.mayDeny, got, tt.want)
+			}
+		})
+	}
+}

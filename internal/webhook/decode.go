@@ -4,47 +4,33 @@ import (
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	sigsjson "sigs.k8s.io/json"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 )
 
-// kind is one resource an admission path accepts: the Go type it decodes
-// into and the group/version/kind the object must have.
-type kind struct {
-	gvk schema.GroupVersionKind
-	new func() client.Object
-}
-
 // Kinds is the table of resources a Validator accepts, keyed by resource.
-type Kinds map[metav1.GroupVersionResource]kind
+type Kinds map[metav1.GroupVersionResource]kinds.Kind
 
-func entry[T any, PT interface {
-	*T
-	client.Object
-}](group, version, k string) kind {
-	return kind{gvk: schema.GroupVersionKind{Group: group, Version: version, Kind: k}, new: func() client.Object { return PT(new(T)) }}
+// KindsOf returns the table of ks.
+func KindsOf(ks ...kinds.Kind) Kinds {
+	t := Kinds{}
+	for _, k := range ks {
+		t[k.Resource] = k
+	}
+	return t
 }
 
-// decode decodes raw into k's type, case-sensitively like the API server,
-// and checks its kind. Errors name what was expected ("a v1 Pod").
-func decode(raw []byte, k kind) (client.Object, error) {
+// WorkloadKinds are pods and the workloads with a pod template.
+var WorkloadKinds = KindsOf(kinds.Workloads...)
+
+// KubeadmConfigKinds is the ConfigMap resource.
+var KubeadmConfigKinds = KindsOf(kinds.ConfigMap)
+
+// decode decodes an admission request's object into k's type.
+func decode(raw []byte, k kinds.Kind) (client.Object, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("admission request has no object")
 	}
-	obj := k.new()
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, obj); err != nil {
-		return nil, fmt.Errorf("cannot decode object as a %s: %w", k, err)
-	}
-	if gvk := obj.GetObjectKind().GroupVersionKind(); !gvk.Empty() && gvk != k.gvk {
-		apiVersion, kindName := gvk.ToAPIVersionAndKind()
-		return nil, fmt.Errorf("object is a %s %s, not a %s", apiVersion, kindName, k)
-	}
-	return obj, nil
-}
-
-// String renders k as "<apiVersion> <Kind>", e.g. "apps/v1 Deployment".
-func (k kind) String() string {
-	apiVersion, kindName := k.gvk.ToAPIVersionAndKind()
-	return apiVersion + " " + kindName
+	return k.Decode(raw)
 }

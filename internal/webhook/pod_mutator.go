@@ -7,18 +7,16 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
 // MutatePodPath is where the pod mutating webhook is served.
 const MutatePodPath = "/mutate-v1-pod"
-
-var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
 // PodMutator runs the engine's mutating policies on pod creations:
 // host-network-endpoint, and kube-proxy-node-deleting for pods created
@@ -46,14 +44,14 @@ func NewPodMutator(engines *policy.Store, cluster policy.Cluster, rec *metrics.R
 
 // Handle implements admission.Handler.
 func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
-	if req.Resource != podResource || req.SubResource != "" {
+	if req.Resource != kinds.Pod.Resource || req.SubResource != "" {
 		return admission.Errored(http.StatusBadRequest,
 			fmt.Errorf("%s serves v1 pods, got resource %q subresource %q", MutatePodPath, req.Resource.String(), req.SubResource))
 	}
 	if req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
-	obj, err := decode(req.Object.Raw, WorkloadKinds[podResource])
+	obj, err := decode(req.Object.Raw, kinds.Pod)
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}

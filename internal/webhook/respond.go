@@ -5,7 +5,6 @@
 package webhook
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -40,13 +39,10 @@ type decision struct {
 func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decision {
 	var d decision
 	for _, r := range results {
-		if len(r.Findings) == 0 {
-			rec.Decision(r.Policy, metrics.ActionAllow)
-			continue
-		}
-		mutates := r.Findings[0].Mutates()
-		switch {
-		case r.Mode == policy.Enforce && mutates:
+		action := r.Action(canDeny)
+		switch action {
+		case policy.ActionAllow:
+		case policy.ActionMutate:
 			for _, f := range r.Findings {
 				d.patch = append(d.patch, f.Patch...)
 				for k, v := range f.Annotations {
@@ -57,46 +53,25 @@ func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decisi
 				}
 				d.removals = append(d.removals, f.RemoveAnnotations...)
 			}
-			rec.Decision(r.Policy, metrics.ActionMutate)
-		case r.Mode == policy.Enforce && canDeny:
-			d.denials = append(d.denials, messages(r, "")...)
-			rec.Decision(r.Policy, metrics.ActionDeny)
+		case policy.ActionDeny:
+			d.denials = append(d.denials, r.Messages("", maxMessagesPerPolicy)...)
 		default:
-			verb := ""
-			if mutates {
-				verb = "would "
-			}
-			msgs := messages(r, verb)
+			msgs := r.Messages(WouldVerb, maxMessagesPerPolicy)
 			d.warnings = append(d.warnings, msgs...)
 			if d.auditAnnotations == nil {
 				d.auditAnnotations = map[string]string{}
 			}
-			// The API server records this as "<webhook name>/<policy id>".
+			// The API server records this as "<webhook name>/<policy id>";
+			// every webhook's name ends in ".endpoint-policy.io".
 			d.auditAnnotations[string(r.Policy)] = strings.Join(msgs, "; ")
-			rec.Decision(r.Policy, metrics.ActionWarn)
 		}
+		rec.Decision(r.Policy, action)
 	}
 	return d
 }
 
-// messages renders a result's findings as "[<policy-id>] <verb><message>"
-// for changes and "[<policy-id>] <field>: <message>" for violations, at most
-// maxMessagesPerPolicy of them.
-func messages(r policy.Result, verb string) []string {
-	n := min(len(r.Findings), maxMessagesPerPolicy)
-	out := make([]string, 0, n+1)
-	for _, f := range r.Findings[:n] {
-		text := f.Message
-		if !f.Mutates() {
-			text = f.String()
-		}
-		out = append(out, fmt.Sprintf("[%s] %s%s", r.Policy, verb, text))
-	}
-	if rest := len(r.Findings) - n; rest > 0 {
-		out = append(out, fmt.Sprintf("[%s] ... and %d more", r.Policy, rest))
-	}
-	return out
-}
+// WouldVerb prefixes changes that are reported rather than made.
+const WouldVerb = "would "
 
 // response renders d. hasAnnotations says whether the object already has a
 // metadata.annotations map, which decides the shape of the annotation patch.

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/tools/events"
@@ -36,22 +34,6 @@ const (
 	// maxEventNote is the events.k8s.io limit on an Event's note.
 	maxEventNote = 1024
 )
-
-// WorkloadKinds are pods and the workloads with a pod template.
-var WorkloadKinds = Kinds{
-	{Version: "v1", Resource: "pods"}:                        entry[corev1.Pod]("", "v1", "Pod"),
-	{Group: "apps", Version: "v1", Resource: "deployments"}:  entry[appsv1.Deployment]("apps", "v1", "Deployment"),
-	{Group: "apps", Version: "v1", Resource: "statefulsets"}: entry[appsv1.StatefulSet]("apps", "v1", "StatefulSet"),
-	{Group: "apps", Version: "v1", Resource: "daemonsets"}:   entry[appsv1.DaemonSet]("apps", "v1", "DaemonSet"),
-	{Group: "apps", Version: "v1", Resource: "replicasets"}:  entry[appsv1.ReplicaSet]("apps", "v1", "ReplicaSet"),
-	{Group: "batch", Version: "v1", Resource: "jobs"}:        entry[batchv1.Job]("batch", "v1", "Job"),
-	{Group: "batch", Version: "v1", Resource: "cronjobs"}:    entry[batchv1.CronJob]("batch", "v1", "CronJob"),
-}
-
-// KubeadmConfigKinds is the ConfigMap resource.
-var KubeadmConfigKinds = Kinds{
-	{Version: "v1", Resource: "configmaps"}: entry[corev1.ConfigMap]("", "v1", "ConfigMap"),
-}
 
 // Validator runs the engine's validating policies on the objects of its
 // Kinds: it denies Enforce violations (except on objects that must never be
@@ -124,7 +106,7 @@ func (v *Validator) record(obj client.Object, results []policy.Result) {
 		if len(r.Findings) == 0 {
 			continue
 		}
-		note := strings.Join(messages(r, ""), "; ")
+		note := strings.Join(r.Messages("", maxMessagesPerPolicy), "; ")
 		if len(note) > maxEventNote {
 			note = strings.ToValidUTF8(note[:maxEventNote-3], "") + "..."
 		}

@@ -1,0 +1,92 @@
+// Package kinds is the table of object kinds the policies read and the one
+// decoder that every front-end (admission, background audit, check CLI) uses
+// for them, so that the same bytes give the same typed object, and therefore
+// the same verdict, everywhere.
+package kinds
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	sigsjson "sigs.k8s.io/json"
+)
+
+// Kind is one object kind: its group/version/kind, its resource and the Go
+// type it decodes into.
+type Kind struct {
+	GVK      schema.GroupVersionKind
+	Resource metav1.GroupVersionResource
+	new      func() client.Object
+}
+
+func of[T any, PT interface {
+	*T
+	client.Object
+}](group, version, kind, resource string) Kind {
+	return Kind{
+		GVK:      schema.GroupVersionKind{Group: group, Version: version, Kind: kind},
+		Resource: metav1.GroupVersionResource{Group: group, Version: version, Resource: resource},
+		new:      func() client.Object { return PT(new(T)) },
+	}
+}
+
+// The kinds the policies read.
+var (
+	Pod         = of[corev1.Pod]("", "v1", "Pod", "pods")
+	Deployment  = of[appsv1.Deployment]("apps", "v1", "Deployment", "deployments")
+	StatefulSet = of[appsv1.StatefulSet]("apps", "v1", "StatefulSet", "statefulsets")
+	DaemonSet   = of[appsv1.DaemonSet]("apps", "v1", "DaemonSet", "daemonsets")
+	ReplicaSet  = of[appsv1.ReplicaSet]("apps", "v1", "ReplicaSet", "replicasets")
+	Job         = of[batchv1.Job]("batch", "v1", "Job", "jobs")
+	CronJob     = of[batchv1.CronJob]("batch", "v1", "CronJob", "cronjobs")
+	ConfigMap   = of[corev1.ConfigMap]("", "v1", "ConfigMap", "configmaps")
+	Node        = of[corev1.Node]("", "v1", "Node", "nodes")
+)
+
+// Workloads are pods and the workload kinds with a pod template.
+var Workloads = []Kind{Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob}
+
+// All is every kind in this package.
+var All = append(append([]Kind{}, Workloads...), ConfigMap, Node)
+
+// ForGVK returns the kind with gvk, if the policies read it.
+func ForGVK(gvk schema.GroupVersionKind) (Kind, bool) {
+	for _, k := range All {
+		if k.GVK == gvk {
+			return k, true
+		}
+	}
+	return Kind{}, false
+}
+
+// New returns a new, empty object of k's type.
+func (k Kind) New() client.Object { return k.new() }
+
+// String renders k as "<apiVersion> <Kind>", e.g. "apps/v1 Deployment".
+func (k Kind) String() string {
+	apiVersion, kind := k.GVK.ToAPIVersionAndKind()
+	return apiVersion + " " + kind
+}
+
+// Decode decodes raw JSON into k's type, case-sensitively like the API
+// server, and checks its kind. Fields the type does not know are ignored, as
+// admission ignores them. Errors name what was expected ("a v1 Pod").
+func (k Kind) Decode(raw []byte) (client.Object, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("no object")
+	}
+	obj := k.new()
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, obj); err != nil {
+		return nil, fmt.Errorf("cannot decode object as a %s: %w", k, err)
+	}
+	if gvk := obj.GetObjectKind().GroupVersionKind(); !gvk.Empty() && gvk != k.GVK {
+		apiVersion, kind := gvk.ToAPIVersionAndKind()
+		return nil, fmt.Errorf("object is a %s %s, not a %s", apiVersion, kind, k)
+	}
+	return obj, nil
+}
