@@ -1,8 +1,9 @@
 // Command endpoint-policy keeps how cluster components reach and advertise
 // the Kubernetes API server safe.
 //
-//	endpoint-policy serve [flags]   run the admission webhook server
-//	endpoint-policy version         print the version
+//	endpoint-policy serve [flags]          run the admission webhook server
+//	endpoint-policy check -f PATH [flags]  check manifests offline
+//	endpoint-policy version                print the version
 package main
 
 import (
@@ -28,10 +29,11 @@ import (
 const usage = `endpoint-policy keeps how cluster components reach and advertise the API server safe.
 
 Usage:
-  endpoint-policy serve [flags]   run the admission webhook server
-  endpoint-policy version         print the version
+  endpoint-policy serve [flags]          run the admission webhook server
+  endpoint-policy check -f PATH [flags]  check manifests offline, without a cluster
+  endpoint-policy version                print the version
 
-Run "endpoint-policy serve -h" for the server's flags.
+Run "endpoint-policy serve -h" or "endpoint-policy check -h" for their flags.
 `
 
 func main() {
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "check":
+		return checkCommand(args[1:], os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version.Get())
 		return 0

@@ -46,13 +46,14 @@ var (
 	CronJob     = of[batchv1.CronJob]("batch", "v1", "CronJob", "cronjobs")
 	ConfigMap   = of[corev1.ConfigMap]("", "v1", "ConfigMap", "configmaps")
 	Node        = of[corev1.Node]("", "v1", "Node", "nodes")
+	Namespace   = of[corev1.Namespace]("", "v1", "Namespace", "namespaces")
 )
 
 // Workloads are pods and the workload kinds with a pod template.
 var Workloads = []Kind{Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob}
 
 // All is every kind in this package.
-var All = append(append([]Kind{}, Workloads...), ConfigMap, Node)
+var All = append(append([]Kind{}, Workloads...), ConfigMap, Node, Namespace)
 
 // ForGVK returns the kind with gvk, if the policies read it.
 func ForGVK(gvk schema.GroupVersionKind) (Kind, bool) {

@@ -2,9 +2,10 @@ package apiserver
 
 import (
 	"fmt"
+	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
@@ -37,15 +38,38 @@ func (ProbeHostRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	if !ok || policy.Excluded(t.Object, t.NamespaceLabels) {
 		return nil, false
 	}
-	var findings []policy.Finding
-	applies := false
+	pinned, applies := pinnedProbes(spec)
+	findings := make([]policy.Finding, 0, len(pinned))
+	for _, p := range pinned {
+		findings = append(findings, policy.Finding{
+			Field: specPath.Child("containers").Index(p.container).Child(p.probe, p.handler, "host"),
+			Message: fmt.Sprintf("the %s of container %q targets the IP %s: when that address changes (a DHCP lease on the "+
+				"node) the probe fails and the kubelet restarts a healthy API server. Set the probe's host to the node's FQDN "+
+				"(kubeadm: a patch file per node, e.g. patches/kube-apiserver0+strategic.yaml setting the probes' host, "+
+				"applied with --patches) or to 127.0.0.1",
+				p.probe, spec.Containers[p.container].Name, p.ip),
+		})
+	}
+	return findings, applies
+}
+
+// pinnedProbe is one kube-apiserver probe whose host is a non-loopback IP.
+type pinnedProbe struct {
+	container int    // index in spec.containers
+	probe     string // livenessProbe, readinessProbe, startupProbe
+	handler   string // httpGet, tcpSocket
+	ip        netip.Addr
+}
+
+// pinnedProbes returns the pinned probes of spec's kube-apiserver containers;
+// hasAPIServer is false when spec runs no kube-apiserver.
+func pinnedProbes(spec *corev1.PodSpec) (pinned []pinnedProbe, hasAPIServer bool) {
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
 		if !IsAPIServer(c) {
 			continue
 		}
-		applies = true
-		cPath := specPath.Child("containers").Index(i)
+		hasAPIServer = true
 		for _, p := range []struct {
 			name  string
 			probe *corev1.Probe
@@ -54,27 +78,53 @@ func (ProbeHostRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 				continue
 			}
 			if h := p.probe.HTTPGet; h != nil {
-				findings = appendPinned(findings, c.Name, p.name, "httpGet", h.Host, cPath)
+				if ip, ok := parseIP(h.Host); ok && !ip.IsLoopback() {
+					pinned = append(pinned, pinnedProbe{container: i, probe: p.name, handler: "httpGet", ip: ip})
+				}
 			}
 			if s := p.probe.TCPSocket; s != nil {
-				findings = appendPinned(findings, c.Name, p.name, "tcpSocket", s.Host, cPath)
+				if ip, ok := parseIP(s.Host); ok && !ip.IsLoopback() {
+					pinned = append(pinned, pinnedProbe{container: i, probe: p.name, handler: "tcpSocket", ip: ip})
+				}
 			}
 		}
 	}
-	return findings, applies
+	return pinned, hasAPIServer
 }
 
-func appendPinned(findings []policy.Finding, container, probe, handler, host string, cPath *field.Path) []policy.Finding {
-	ip, ok := parseIP(host)
-	if !ok || ip.IsLoopback() {
-		return findings
+// KubeadmPatchFile is the name kubeadm gives the strategic merge patch of
+// the kube-apiserver static pod manifest in a --patches directory.
+const KubeadmPatchFile = "kube-apiserver0+strategic.yaml"
+
+// ProbeHostPatch returns a kubeadm patch (strategic merge, for
+// KubeadmPatchFile) that points every pinned probe of pod's kube-apiserver
+// containers at host, the node's FQDN, and changes nothing else. ok is false
+// when no probe is pinned.
+func ProbeHostPatch(pod *corev1.Pod, host string) (patch []byte, ok bool, err error) {
+	pinned, _ := pinnedProbes(&pod.Spec)
+	if len(pinned) == 0 {
+		return nil, false, nil
 	}
-	return append(findings, policy.Finding{
-		Field: cPath.Child(probe, handler, "host"),
-		Message: fmt.Sprintf("the %s of container %q targets the IP %s: when that address changes (a DHCP lease on the "+
-			"node) the probe fails and the kubelet restarts a healthy API server. Set the probe's host to the node's FQDN "+
-			"(kubeadm: a patch file per node, e.g. patches/kube-apiserver0+strategic.yaml setting the probes' host, "+
-			"applied with --patches) or to 127.0.0.1",
-			probe, container, ip),
-	})
+	// Containers are merged by name; one entry per container, in order.
+	var containers []map[string]any
+	byIndex := map[int]map[string]any{}
+	for _, p := range pinned {
+		c, seen := byIndex[p.container]
+		if !seen {
+			c = map[string]any{"name": pod.Spec.Containers[p.container].Name}
+			byIndex[p.container] = c
+			containers = append(containers, c)
+		}
+		probe, _ := c[p.probe].(map[string]any)
+		if probe == nil {
+			probe = map[string]any{}
+			c[p.probe] = probe
+		}
+		probe[p.handler] = map[string]any{"host": host}
+	}
+	patch, err = yaml.Marshal(map[string]any{"spec": map[string]any{"containers": containers}})
+	if err != nil {
+		return nil, false, fmt.Errorf("encoding the kubeadm patch: %w", err)
+	}
+	return patch, true, nil
 }

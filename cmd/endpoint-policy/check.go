@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/check"
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policies"
+)
+
+// Exit codes of the check command.
+const (
+	checkPass    = 0 // no deny finding (and, with --strict, no warn)
+	checkFail    = 1 // at least one deny finding (or warn, with --strict)
+	checkBadCall = 2 // usage or input error
+)
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var (
+		files      stringList
+		output     string
+		configFile string
+		strict     bool
+		patchDir   string
+		nodeFQDN   string
+		errorf     = func(format string, a ...any) int {
+			fmt.Fprintf(stderr, "endpoint-policy check: "+format+"\n", a...)
+			return checkBadCall
+		}
+	)
+	fs := flag.NewFlagSet("endpoint-policy check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: endpoint-policy check -f PATH [-f PATH ...] [-o table|json] [--config FILE] [--strict]
+                            [--emit-kubeadm-patches DIR --node-fqdn NAME]
+
+Evaluates every policy on manifests, offline, and reports what admission would do:
+deny, warn or mutate. PATH is a file, a directory (recursively: *.yaml, *.yml, *.json)
+or - for standard input. Objects given together stand in for the cluster (Nodes,
+other kube-apiserver manifests).
+
+Exit codes: 0 no deny finding, 1 at least one deny finding (--strict: or warn),
+2 usage or input error.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.Var(&files, "f", "File, directory or - (standard input) to check; repeatable.")
+	fs.StringVar(&output, "o", "table", "Output format: table or json.")
+	fs.StringVar(&configFile, "config", "", "Policy configuration file (PolicyConfiguration); built-in defaults when not set.")
+	fs.BoolVar(&strict, "strict", false, "Exit 1 on warn findings too.")
+	fs.StringVar(&patchDir, "emit-kubeadm-patches", "",
+		"Write DIR/kube-apiserver0+strategic.yaml, a kubeadm patch pointing the kube-apiserver's IP-pinned probes at --node-fqdn.")
+	fs.StringVar(&nodeFQDN, "node-fqdn", "", "The node's DNS name, for --emit-kubeadm-patches.")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return checkPass
+		}
+		return checkBadCall
+	}
+	switch {
+	case fs.NArg() > 0:
+		return errorf("unexpected arguments %q (give paths with -f)", fs.Args())
+	case len(files) == 0:
+		return errorf("-f: Required value: give at least one file, directory or - for standard input")
+	case output != "table" && output != "json":
+		return errorf("-o %q: must be table or json", output)
+	case (patchDir == "") != (nodeFQDN == ""):
+		return errorf("--emit-kubeadm-patches and --node-fqdn go together")
+	}
+	if nodeFQDN != "" {
+		if _, err := netip.ParseAddr(nodeFQDN); err == nil {
+			return errorf("--node-fqdn %q: must be the node's DNS name, not an IP (an IP is what breaks when the address changes)", nodeFQDN)
+		}
+		if errs := validation.IsDNS1123Subdomain(nodeFQDN); len(errs) > 0 {
+			return errorf("--node-fqdn %q: %s", nodeFQDN, strings.Join(errs, "; "))
+		}
+	}
+
+	cfg := config.Default()
+	if configFile != "" {
+		var err error
+		if cfg, _, err = config.Load(configFile); err != nil {
+			return errorf("--config: %v", err)
+		}
+	}
+	engine, err := policies.Build(cfg)
+	if err != nil {
+		return errorf("--config: %v", err)
+	}
+	in, err := check.Read(files, stdin)
+	if err != nil {
+		return errorf("%v", err)
+	}
+	report := check.Check(in, engine)
+	if output == "json" {
+		err = report.WriteJSON(stdout)
+	} else {
+		err = report.WriteTable(stdout)
+	}
+	if err != nil {
+		return errorf("writing the report: %v", err)
+	}
+	if patchDir != "" {
+		path, err := check.EmitKubeadmPatches(in, patchDir, nodeFQDN)
+		if err != nil {
+			return errorf("%v", err)
+		}
+		if path == "" {
+			fmt.Fprintln(stderr, "endpoint-policy check: no kube-apiserver manifest with IP-pinned probes: no kubeadm patch written")
+		} else {
+			fmt.Fprintf(stderr, "endpoint-policy check: wrote %s\n", path)
+		}
+	}
+	if report.Summary.Deny > 0 || (strict && report.Summary.Warn > 0) {
+		return checkFail
+	}
+	return checkPass
+}

@@ -1,0 +1,117 @@
+// Package check is the offline front-end of the policy engine behind
+// `endpoint-policy check`: it reads manifests from files (Pods, workloads,
+// the kubeadm-config ConfigMap, raw kubeadm configuration files, static pod
+// manifests), evaluates every policy on them and reports what admission
+// would do with each. It holds no rule logic: the objects given together
+// stand in for the cluster (policy.Cluster), so that a policy that needs
+// cluster state (advertise address uniqueness) sees them.
+package check
+
+import (
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+)
+
+// Finding is one finding of one policy on one object, with what admission
+// would do about it. The JSON shape is a contract.
+type Finding struct {
+	Policy    policy.ID     `json:"policy"`
+	Action    policy.Action `json:"action"`
+	Kind      string        `json:"kind"`
+	Namespace string        `json:"namespace"`
+	Name      string        `json:"name"`
+	Source    string        `json:"source"`
+	Message   string        `json:"message"`
+}
+
+// Summary counts the objects read and the findings by action.
+type Summary struct {
+	Objects int `json:"objects"`
+	Skipped int `json:"skipped"`
+	Deny    int `json:"deny"`
+	Warn    int `json:"warn"`
+	Mutate  int `json:"mutate"`
+}
+
+// Report is the outcome of a check. The JSON shape is a contract.
+type Report struct {
+	Findings []Finding `json:"findings"`
+	Summary  Summary   `json:"summary"`
+}
+
+// Check evaluates every policy of engine on the objects of in.
+func Check(in *Input, engine *policy.Engine) Report {
+	cluster := newFileCluster(in.Objects)
+	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped}}
+	for _, o := range in.Objects {
+		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
+		mayDeny := policy.MayDeny(o.Object)
+		for _, res := range engine.Evaluate(t) {
+			action := res.Action(mayDeny)
+			if action == policy.ActionAllow {
+				continue
+			}
+			for _, f := range res.Findings {
+				r.Findings = append(r.Findings, Finding{
+					Policy:    res.Policy,
+					Action:    action,
+					Kind:      o.Object.GetObjectKind().GroupVersionKind().Kind,
+					Namespace: o.Object.GetNamespace(),
+					Name:      o.Object.GetName(),
+					Source:    o.Source,
+					// Nothing is changed offline: a change is what would change.
+					Message: f.Text("would "),
+				})
+				switch action {
+				case policy.ActionDeny:
+					r.Summary.Deny++
+				case policy.ActionWarn:
+					r.Summary.Warn++
+				case policy.ActionMutate:
+					r.Summary.Mutate++
+				}
+			}
+		}
+	}
+	return r
+}
+
+// fileCluster is the cluster as far as the input tells: its Nodes,
+// Namespaces and kube-apiserver pods (labelled as the admission cache selects
+// them). What the input does not contain is unknown, as a cold cache is.
+type fileCluster struct {
+	nodes         map[string]*corev1.Node
+	namespaces    map[string]map[string]string
+	apiServerPods []*corev1.Pod
+}
+
+var _ policy.Cluster = (*fileCluster)(nil)
+
+func newFileCluster(objects []Object) *fileCluster {
+	c := &fileCluster{nodes: map[string]*corev1.Node{}, namespaces: map[string]map[string]string{}}
+	for _, o := range objects {
+		switch obj := o.Object.(type) {
+		case *corev1.Node:
+			c.nodes[obj.Name] = obj
+		case *corev1.Namespace:
+			c.namespaces[obj.Name] = obj.Labels
+		case *corev1.Pod:
+			if obj.Labels[apiserver.ComponentLabel] == apiserver.ComponentValue {
+				c.apiServerPods = append(c.apiServerPods, obj)
+			}
+		}
+	}
+	return c
+}
+
+// Node implements policy.Cluster.
+func (c *fileCluster) Node(name string) (*corev1.Node, bool) {
+	n, ok := c.nodes[name]
+	return n, ok
+}
+
+// APIServerPods implements policy.Cluster. Files hold everything the user
+// chose to give, so the answer is always known.
+func (c *fileCluster) APIServerPods() ([]*corev1.Pod, bool) { return c.apiServerPods, true }
