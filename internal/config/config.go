@@ -23,6 +23,9 @@
 //	      - matchLabels: {component: kube-proxy}
 //	  kube-proxy-readiness-probe:
 //	    mode: Audit
+//	audit:
+//	  interval: 5m
+//	  maxReportResults: 100
 //
 // Every field is optional except apiVersion and kind; what is left out keeps
 // its built-in default. Unknown fields, unknown policy IDs and invalid values
@@ -32,6 +35,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -59,7 +63,29 @@ type PolicyConfiguration struct {
 	// Audit (every enabled policy runs in Audit).
 	Mode     policy.Mode `json:"mode,omitempty"`
 	Policies Policies    `json:"policies,omitempty"`
+	// Audit configures the background audit.
+	Audit Audit `json:"audit,omitzero"`
 }
+
+// Audit configures the background audit of the objects in the cluster.
+type Audit struct {
+	// Interval is how often every object is evaluated again, besides on
+	// start and on every change.
+	Interval metav1.Duration `json:"interval,omitzero"`
+	// MaxReportResults caps the results listed in one PolicyReport; the
+	// report's summary still counts every result.
+	MaxReportResults int `json:"maxReportResults,omitempty"`
+}
+
+const (
+	// DefaultAuditInterval is audit.interval's default.
+	DefaultAuditInterval = 5 * time.Minute
+	// DefaultMaxReportResults is audit.maxReportResults' default.
+	DefaultMaxReportResults = 100
+	// MaxReportResultsLimit bounds audit.maxReportResults: with messages
+	// capped at 1 KiB, a report stays far below etcd's object size limit.
+	MaxReportResultsLimit = 500
+)
 
 // Policies holds each policy's settings, keyed by policy ID.
 type Policies struct {
@@ -124,6 +150,7 @@ func Default() *PolicyConfiguration {
 			// outage: report it, do not block the DaemonSet.
 			KubeProxyReadinessProbe: PolicyMode{Mode: policy.Audit},
 		},
+		Audit: Audit{Interval: metav1.Duration{Duration: DefaultAuditInterval}, MaxReportResults: DefaultMaxReportResults},
 	}
 }
 
@@ -182,6 +209,13 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validateMode(kp.Child("mode"), c.Policies.KubeProxyNodeDeleting.Mode)...)
 	errs = append(errs, c.Policies.KubeProxyNodeDeleting.Settings().Validate(kp)...)
 	errs = append(errs, validateMode(p.Child(string(kubeproxy.ReadinessProbeID), "mode"), c.Policies.KubeProxyReadinessProbe.Mode)...)
+	a := field.NewPath("audit")
+	if c.Audit.Interval.Duration < time.Second {
+		errs = append(errs, field.Invalid(a.Child("interval"), c.Audit.Interval.Duration.String(), "must be at least 1s"))
+	}
+	if n := c.Audit.MaxReportResults; n < 1 || n > MaxReportResultsLimit {
+		errs = append(errs, field.Invalid(a.Child("maxReportResults"), n, fmt.Sprintf("must be between 1 and %d", MaxReportResultsLimit)))
+	}
 	return errs
 }
 

@@ -32,6 +32,7 @@ type Recorder struct {
 	reloadSuccess       prometheus.Gauge
 	nodeDeletingPods    prometheus.Gauge
 	nodeDeletingChanges *prometheus.CounterVec
+	violations          *prometheus.GaugeVec
 }
 
 // NewRecorder creates the metrics and registers them with reg.
@@ -57,8 +58,15 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 			Name: "endpoint_policy_kube_proxy_node_deleting_annotations_total",
 			Help: "Changes to kube-proxy pods' node-deleting annotations by action: add, remove, warn (would have added, Audit).",
 		}, []string{"action"}),
+		violations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "endpoint_policy_violations",
+			Help: "Objects in the cluster that currently violate a policy (or lack a mutation it would make), by policy, namespace and kind, as the background audit last saw them (reported by the leader).",
+		}, []string{"policy", "namespace", "kind"}),
 	}
 	var err error
+	if r.violations, err = register(reg, r.violations); err != nil {
+		return nil, err
+	}
 	if r.nodeDeletingPods, err = register(reg, r.nodeDeletingPods); err != nil {
 		return nil, err
 	}
@@ -81,6 +89,17 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 // Decision counts one admission decision.
 func (r *Recorder) Decision(id policy.ID, a policy.Action) {
 	r.decisions.WithLabelValues(string(id), string(a)).Inc()
+}
+
+// Violations sets the number of objects of kind in namespace that violate
+// policy; a series at zero is removed, so that only current violations
+// are exported.
+func (r *Recorder) Violations(id policy.ID, namespace, kind string, n int) {
+	if n == 0 {
+		r.violations.DeleteLabelValues(string(id), namespace, kind)
+		return
+	}
+	r.violations.WithLabelValues(string(id), namespace, kind).Set(float64(n))
 }
 
 // ConfigReload records the outcome of a configuration reload.

@@ -19,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/controller"
@@ -179,6 +180,17 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return err
 	}
 
+	// The background audit: the same engine on the objects already in the
+	// cluster. kube-proxy-node-deleting is left to its controller, which
+	// keeps it true continuously.
+	aud, err := audit.New(ctx, mgr, audit.Options{
+		Engines: s.engines, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
+		Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
+	})
+	if err != nil {
+		return err
+	}
+
 	if opts.ConfigFile != "" {
 		apply := func(c *config.PolicyConfiguration) error {
 			if !equality.Semantic.DeepEqual(c.Policies.KubeProxyNodeDeleting.PodSelectors, kubeProxy.PodSelectors) {
@@ -189,6 +201,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 			if err != nil {
 				return err
 			}
+			aud.SetSettings(c.Audit)
 			s.engines.Swap(e)
 			return nil
 		}

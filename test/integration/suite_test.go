@@ -49,7 +49,22 @@ var (
 	probeAddr      string
 	stopServer     context.CancelFunc
 	serverDone     chan error
+	auditLog       string
 )
+
+// apiServerAuditPolicy logs the metadata (with admission's audit
+// annotations) of the writes the specs look for.
+const apiServerAuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update]
+    resources:
+      - {group: "", resources: [pods, configmaps]}
+      - {group: apps, resources: [daemonsets, deployments]}
+  - level: None
+`
 
 var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
@@ -63,7 +78,19 @@ var _ = BeforeSuite(func() {
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
 			Paths: []string{filepath.Join("..", "..", "config", "webhook")},
 		},
+		// The PolicyReport CRDs, which the background audit writes to.
+		CRDDirectoryPaths:     []string{filepath.Join("..", "crds")},
+		ErrorIfCRDPathMissing: true,
 	}
+	// The API server's audit log, to see the audit annotations that
+	// admission adds in Audit mode.
+	dir := GinkgoT().TempDir()
+	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
+	auditLog = filepath.Join(dir, "audit.log")
+	Expect(os.WriteFile(auditPolicy, []byte(apiServerAuditPolicy), 0o600)).To(Succeed())
+	testEnv.ControlPlane.GetAPIServer().Configure().
+		Set("audit-policy-file", auditPolicy).
+		Set("audit-log-path", auditLog)
 	var err error
 	restConfig, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())

@@ -1,0 +1,254 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/audit"
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// withoutWebhooks runs fn while the webhook configurations are not
+// registered, as while endpoint-policy is not installed (or down, with
+// mutation failing open), and registers them again afterwards.
+func withoutWebhooks(ctx context.Context, fn func()) {
+	GinkgoHelper()
+	wio := testEnv.WebhookInstallOptions
+	var mutating []*admissionregistrationv1.MutatingWebhookConfiguration
+	var validating []*admissionregistrationv1.ValidatingWebhookConfiguration
+	for _, m := range wio.MutatingWebhooks {
+		c := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(m), c)).To(Succeed())
+		Expect(k8s.Delete(ctx, c)).To(Succeed())
+		mutating = append(mutating, c)
+	}
+	for _, v := range wio.ValidatingWebhooks {
+		c := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(v), c)).To(Succeed())
+		Expect(k8s.Delete(ctx, c)).To(Succeed())
+		validating = append(validating, c)
+	}
+	probe := pod("default", true, nil)
+	mutated := func() bool {
+		p := probe.DeepCopy()
+		Expect(k8s.Create(ctx, p, client.DryRunAll)).To(Succeed())
+		return len(p.Spec.Containers[0].Env) > 0
+	}
+	By("waiting until the API server no longer calls the webhooks")
+	Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeFalse())
+
+	fn()
+
+	By("registering the webhooks again")
+	for _, c := range mutating {
+		c.ObjectMeta = metav1.ObjectMeta{Name: c.Name, Labels: c.Labels, Annotations: c.Annotations}
+		Expect(k8s.Create(ctx, c)).To(Succeed())
+	}
+	for _, c := range validating {
+		c.ObjectMeta = metav1.ObjectMeta{Name: c.Name, Labels: c.Labels, Annotations: c.Annotations}
+		Expect(k8s.Create(ctx, c)).To(Succeed())
+	}
+	Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeTrue())
+}
+
+func violations(id policy.ID, namespace, kind string) func() float64 {
+	return func() float64 {
+		return counter("endpoint_policy_violations", map[string]string{"policy": string(id), "namespace": namespace, "kind": kind})
+	}
+}
+
+// policyReport polls the namespace's PolicyReport.
+func policyReport(ctx context.Context, namespace string) func() (*unstructured.Unstructured, error) {
+	return func() (*unstructured.Unstructured, error) {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(audit.PolicyReportGVK)
+		err := k8s.Get(ctx, types.NamespacedName{Namespace: namespace, Name: audit.ReportName}, u)
+		return u, err
+	}
+}
+
+// reportResult is a PolicyReport result, reduced to what the specs check.
+type reportResult struct {
+	Policy, Result, Action, Kind, Namespace, Name string
+}
+
+func resultsOf(u *unstructured.Unstructured) []reportResult {
+	raw, _, _ := unstructured.NestedSlice(u.Object, "results")
+	var out []reportResult
+	for _, r := range raw {
+		m := r.(map[string]any)
+		res := reportResult{Policy: m["policy"].(string), Result: m["result"].(string)}
+		res.Action, _, _ = unstructured.NestedString(m, "properties", "action")
+		if resources, ok := m["resources"].([]any); ok && len(resources) == 1 {
+			ref := resources[0].(map[string]any)
+			res.Kind, res.Namespace, res.Name = ref["kind"].(string), ref["namespace"].(string), ref["name"].(string)
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+func summaryOf(u *unstructured.Unstructured, key string) int64 {
+	n, _, _ := unstructured.NestedInt64(u.Object, "summary", key)
+	return n
+}
+
+// auditEvents polls the audit's Events regarding the object with uid.
+func auditEvents(ctx context.Context, namespace string, uid types.UID) func() ([]eventsv1.Event, error) {
+	return func() ([]eventsv1.Event, error) {
+		list := &eventsv1.EventList{}
+		if err := k8s.List(ctx, list, client.InNamespace(namespace)); err != nil {
+			return nil, err
+		}
+		var out []eventsv1.Event
+		for _, e := range list.Items {
+			if e.Regarding.UID == uid && e.Action == audit.EventAction && e.Reason == audit.EventReason {
+				out = append(out, e)
+			}
+		}
+		return out, nil
+	}
+}
+
+var _ = Describe("background audit", func() {
+	It("reports what was admitted while the webhook was not registered, in the gauge, once in Events and in a PolicyReport; fixing it clears them", func(ctx context.Context) {
+		// A short interval, so that the spec sees several audit rounds.
+		useConfig(func(c *config.PolicyConfiguration) { c.Audit.Interval = metav1.Duration{Duration: time.Second} })
+		ns := newNamespace(ctx, nil)
+		unrewritten := pod(ns, true, nil)
+		kubeVIP := kubeVIPDaemonSet(ns, "v0.8.4")
+		withoutWebhooks(ctx, func() {
+			Expect(k8s.Create(ctx, unrewritten)).To(Succeed())
+			Expect(unrewritten.Spec.Containers[0].Env).To(BeEmpty(), "not rewritten: no webhook")
+			Expect(k8s.Create(ctx, kubeVIP)).To(Succeed())
+		})
+
+		By("the gauge counts each violation")
+		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(settle).Should(Equal(1.0))
+		Eventually(violations("kube-vip-ipvs-backends", ns, "DaemonSet")).WithTimeout(settle).Should(Equal(1.0))
+
+		By("the namespace's PolicyReport lists both")
+		Eventually(func(g Gomega) {
+			r, err := policyReport(ctx, ns)()
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(resultsOf(r)).To(ConsistOf(
+				reportResult{"host-network-endpoint", "fail", "mutate", "Pod", ns, unrewritten.Name},
+				reportResult{"kube-vip-ipvs-backends", "fail", "deny", "DaemonSet", ns, kubeVIP.Name},
+			))
+			g.Expect(summaryOf(r, "fail")).To(Equal(int64(2)))
+			g.Expect(r.GetLabels()).To(HaveKeyWithValue(audit.ManagedByLabel, "endpoint-policy"))
+		}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
+
+		By("one Event per violation, not one per audit round")
+		for _, uid := range []types.UID{unrewritten.UID, kubeVIP.UID} {
+			Eventually(auditEvents(ctx, ns, uid)).WithTimeout(settle).Should(HaveLen(1))
+		}
+		Expect(auditEvents(ctx, ns, unrewritten.UID)()).To(ContainElement(
+			HaveField("Note", ContainSubstring("[host-network-endpoint] would set KUBERNETES_SERVICE_HOST=localhost"))))
+		Consistently(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(3500 * time.Millisecond).Should(HaveLen(1))
+
+		By("fixing the objects clears the gauge and the report")
+		Eventually(func() error {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(kubeVIP), kubeVIP); err != nil {
+				return err
+			}
+			kubeVIP.Spec.Template.Spec.Containers[0].Image = "ghcr.io/kube-vip/kube-vip:v0.8.10"
+			return k8s.Update(ctx, kubeVIP)
+		}).WithTimeout(settle).Should(Succeed())
+		// A pod's env cannot change: it is replaced (and rewritten now).
+		Expect(k8s.Delete(ctx, unrewritten, client.GracePeriodSeconds(0))).To(Succeed())
+		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(settle).Should(BeZero())
+		Eventually(violations("kube-vip-ipvs-backends", ns, "DaemonSet")).WithTimeout(settle).Should(BeZero())
+		Eventually(func() error { _, err := policyReport(ctx, ns)(); return err }).WithTimeout(settle).
+			Should(Satisfy(apierrors.IsNotFound), "a clean namespace has no report")
+	})
+
+	It("keeps the report bounded with 1,000 violating pods in one namespace: results capped, the summary exact", func(ctx context.Context) {
+		const pods = 1000
+		ns := newNamespace(ctx, nil)
+		withoutWebhooks(ctx, func() {
+			By(fmt.Sprintf("creating %d hostNetwork pods without the rewrite", pods))
+			var wg sync.WaitGroup
+			work := make(chan int)
+			for range 8 {
+				wg.Go(func() {
+					defer GinkgoRecover()
+					for range work {
+						Expect(k8s.Create(ctx, pod(ns, true, nil))).To(Succeed())
+					}
+				})
+			}
+			for i := range pods {
+				work <- i
+			}
+			close(work)
+			wg.Wait()
+		})
+		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(time.Minute).Should(Equal(float64(pods)))
+		Eventually(func(g Gomega) {
+			r, err := policyReport(ctx, ns)()
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(summaryOf(r, "fail")).To(Equal(int64(pods)))
+			g.Expect(resultsOf(r)).To(HaveLen(config.DefaultMaxReportResults))
+			g.Expect(r.GetAnnotations()).To(HaveKeyWithValue(audit.OmittedResultsAnnotation, fmt.Sprint(pods-config.DefaultMaxReportResults)))
+			size, err := json.Marshal(r.Object)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(len(size)).To(BeNumerically("<", 256<<10), "a report stays far below etcd's 1.5 MiB object limit")
+		}).WithTimeout(time.Minute).WithPolling(polling).Should(Succeed())
+	})
+})
+
+var _ = Describe("audit mode in admission", func() {
+	It("records an audit annotation per policy in the API server's audit log", func(ctx context.Context) {
+		useConfig(func(c *config.PolicyConfiguration) { c.Mode = policy.Audit })
+		ns := newNamespace(ctx, nil)
+		ds := kubeVIPDaemonSet(ns, "v0.8.5")
+		warnedDuringDryRun(ctx, ds, "[kube-vip-ipvs-backends]")
+		Expect(k8s.Create(ctx, ds)).To(Succeed(), "admitted in Audit")
+
+		// The API server prefixes the key with the webhook's name, which
+		// ends in .endpoint-policy.io.
+		const key = "validate-workloads.endpoint-policy.io/kube-vip-ipvs-backends"
+		Eventually(func(g Gomega) {
+			f, err := os.Open(auditLog)
+			g.Expect(err).NotTo(HaveOccurred())
+			defer f.Close()
+			found := false
+			lines := bufio.NewScanner(f)
+			lines.Buffer(nil, 1<<20)
+			for lines.Scan() {
+				var ev struct {
+					Verb      string `json:"verb"`
+					ObjectRef struct {
+						Resource, Namespace string
+					} `json:"objectRef"`
+					Annotations map[string]string `json:"annotations"`
+				}
+				g.Expect(json.Unmarshal(lines.Bytes(), &ev)).To(Succeed())
+				// A create with generateName has no name in the audit event.
+				if ev.Verb == "create" && ev.ObjectRef.Resource == "daemonsets" && ev.ObjectRef.Namespace == ns &&
+					strings.HasPrefix(ev.Annotations[key], "[kube-vip-ipvs-backends] spec.template.spec.containers[0].image: kube-vip v0.8.5") {
+					found = true
+				}
+			}
+			g.Expect(found).To(BeTrue(), "no audit event of the create with annotation %s", key)
+		}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
+	})
+})
