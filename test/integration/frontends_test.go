@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"context"
+	"path/filepath"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/check"
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policies"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+)
+
+// verdict is what one front-end says one policy does to one object.
+type verdict struct {
+	Kind, Namespace, Name string
+	Policy                policy.ID
+	Action                policy.Action
+}
+
+// decisions reads every policy's admission decision counters.
+func decisions() map[[2]string]float64 {
+	out := map[[2]string]float64{}
+	for id := range config.Default().Modes() {
+		for _, a := range []policy.Action{policy.ActionMutate, policy.ActionDeny, policy.ActionWarn} {
+			out[[2]string{string(id), string(a)}] = counter("endpoint_policy_admission_decisions_total",
+				map[string]string{"policy": string(id), "action": string(a)})
+		}
+	}
+	return out
+}
+
+var _ = Describe("the three front-ends", func() {
+	It("give the same verdict for the same object: check CLI, background audit and admission, over the check fixtures", func(ctx context.Context) {
+		td := filepath.Join("..", "..", "internal", "check", "testdata")
+		in, err := check.Read([]string{
+			filepath.Join(td, "multi-doc.yaml"), filepath.Join(td, "list.json"), filepath.Join(td, "kubeadm-config.yaml"),
+			filepath.Join(td, "shared-address.yaml"), filepath.Join(td, "manifests"), filepath.Join(td, "warn-only.yaml"),
+			filepath.Join(td, "clean"),
+		}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		engine, err := policies.Build(config.Default())
+		Expect(err).NotTo(HaveOccurred())
+
+		By("the check CLI")
+		cli := map[verdict]bool{}
+		for _, f := range check.Check(in, engine).Findings {
+			cli[verdict{f.Kind, f.Namespace, f.Name, f.Policy, f.Action}] = true
+		}
+		Expect(cli).To(HaveLen(12))
+		Expect(cli).To(SatisfyAll(
+			HaveKey(HaveField("Action", policy.ActionMutate)), HaveKey(HaveField("Action", policy.ActionDeny)), HaveKey(HaveField("Action", policy.ActionWarn))),
+			"the fixtures cover mutate, deny and warn")
+
+		var objects []client.Object
+		fixture := map[[3]string]bool{}
+		for _, o := range in.Objects {
+			obj := o.Object.DeepCopyObject().(client.Object)
+			objects = append(objects, obj)
+			fixture[[3]string{obj.GetObjectKind().GroupVersionKind().Kind, obj.GetNamespace(), obj.GetName()}] = true
+		}
+		namespaces := map[string]bool{}
+		for _, obj := range objects {
+			namespaces[obj.GetNamespace()] = true
+		}
+		for ns := range namespaces {
+			err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+			if err == nil {
+				DeferCleanup(func(ctx context.Context) {
+					Expect(k8s.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+				})
+			} else {
+				Expect(apierrors.IsAlreadyExists(err)).To(BeTrue(), "%v", err)
+			}
+		}
+		withoutWebhooks(ctx, func() {
+			for _, obj := range objects {
+				Expect(k8s.Create(ctx, obj.DeepCopyObject().(client.Object))).To(Succeed())
+				DeferCleanup(func(ctx context.Context) {
+					Expect(client.IgnoreNotFound(k8s.Delete(ctx, obj.DeepCopyObject().(client.Object), client.GracePeriodSeconds(0)))).To(Succeed())
+				})
+			}
+		})
+
+		By("the background audit, in the PolicyReports")
+		Eventually(func(g Gomega) map[verdict]bool {
+			got := map[verdict]bool{}
+			for ns := range namespaces {
+				r, err := policyReport(ctx, ns)()
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				g.Expect(err).NotTo(HaveOccurred())
+				for _, res := range resultsOf(r) {
+					if fixture[[3]string{res.Kind, res.Namespace, res.Name}] {
+						got[verdict{res.Kind, res.Namespace, res.Name, policy.ID(res.Policy), policy.Action(res.Action)}] = true
+					}
+				}
+			}
+			return got
+		}).WithTimeout(settle).WithPolling(polling).Should(Equal(cli))
+
+		By("admission, object by object (the objects exist: admission runs before the storage says so)")
+		admission := map[verdict]bool{}
+		for _, obj := range objects {
+			before := decisions()
+			err := k8s.Create(ctx, obj.DeepCopyObject().(client.Object), client.DryRunAll)
+			Expect(apierrors.IsAlreadyExists(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(),
+				"%s %s/%s: %v", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetNamespace(), obj.GetName(), err)
+			for k, n := range decisions() {
+				if n > before[k] {
+					admission[verdict{obj.GetObjectKind().GroupVersionKind().Kind, obj.GetNamespace(), obj.GetName(),
+						policy.ID(k[0]), policy.Action(k[1])}] = true
+				}
+			}
+		}
+		Expect(admission).To(Equal(cli))
+	})
+})
