@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,9 +32,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -258,10 +261,57 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 			return nil, fmt.Errorf("%s: watching %s: %w", Name, k, err)
 		}
 	}
+	// Verdicts on a kube-apiserver pod depend on the other kube-apiservers
+	// and on its Node's addresses (apiserver-advertise-address): a change to
+	// any of them audits the kube-apiserver pods again. They are few.
+	mgrCache := mgr.GetCache()
+	allAPIServers := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []Key {
+		return a.apiServerKeys(ctx, mgrCache, "")
+	})
+	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Pod{}, allAPIServers)); err != nil {
+		return nil, fmt.Errorf("%s: watching kube-apiserver pods: %w", Name, err)
+	}
+	onNode := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, node client.Object) []Key {
+		return a.apiServerKeys(ctx, mgrCache, node.GetName())
+	})
+	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Node{}, onNode, addressesChanged())); err != nil {
+		return nil, fmt.Errorf("%s: watching nodes: %w", Name, err)
+	}
 	if err := ctrl.Watch(source.TypedFunc[Key](a.enqueueAll)); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	return a, nil
+}
+
+// apiServerKeys returns the kube-apiserver pods of the manager's cache
+// (label-selected), those on node only unless node is "".
+func (a *Audit) apiServerKeys(ctx context.Context, c client.Reader, node string) []Key {
+	list := &corev1.PodList{}
+	if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		logf.FromContext(ctx).Error(err, "Listing kube-apiserver pods")
+		return nil
+	}
+	var keys []Key
+	for i := range list.Items {
+		p := &list.Items[i]
+		if node == "" || p.Spec.NodeName == node {
+			keys = append(keys, Key{Kind: kinds.Pod.GVK.Kind, NamespacedName: client.ObjectKeyFromObject(p)})
+		}
+	}
+	return keys
+}
+
+// addressesChanged lets through new and deleted Nodes and changes of a
+// Node's addresses, not its heartbeats.
+func addressesChanged() predicate.TypedPredicate[client.Object] {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*corev1.Node)
+			n, ok2 := e.ObjectNew.(*corev1.Node)
+			return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
 }
 
 // SetSettings changes the audit's settings (a configuration reload).
@@ -457,7 +507,8 @@ type state struct {
 	byNamespace map[string]map[Key]*entry
 	counts      map[countKey]int
 	dirty       map[string]bool
-	wake        chan struct{} // signalled when dirty gains a namespace
+	retries     map[string]bool // reports that failed to write
+	wake        chan struct{}   // signalled when dirty gains a namespace
 }
 
 func newState(m *metrics.Recorder) *state {
@@ -466,6 +517,7 @@ func newState(m *metrics.Recorder) *state {
 		byNamespace: map[string]map[Key]*entry{},
 		counts:      map[countKey]int{},
 		dirty:       map[string]bool{},
+		retries:     map[string]bool{},
 		wake:        make(chan struct{}, 1),
 	}
 }
@@ -544,6 +596,26 @@ func (s *state) takeDirty() map[string][]entry {
 	}
 	s.dirty = map[string]bool{}
 	return out
+}
+
+// retry marks namespace's report to be written again at the next
+// markRetries (the next interval), or with the next change to it.
+func (s *state) retry(namespace string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retries[namespace] = true
+}
+
+// markRetries marks the reports that failed to write.
+func (s *state) markRetries() {
+	s.mu.Lock()
+	namespaces := make([]string, 0, len(s.retries))
+	for ns := range s.retries {
+		namespaces = append(namespaces, ns)
+	}
+	s.retries = map[string]bool{}
+	s.mu.Unlock()
+	s.markDirty(namespaces...)
 }
 
 // markAllDirty marks every namespace with violations.

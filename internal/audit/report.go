@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -82,6 +84,7 @@ func (w *reportWriter) Start(ctx context.Context) error {
 			recheck.Stop()
 		case <-recheck.C:
 			w.discover(ctx, log)
+			w.state.markRetries()
 		}
 		select {
 		case <-ctx.Done():
@@ -90,9 +93,16 @@ func (w *reportWriter) Start(ctx context.Context) error {
 		}
 		limit := w.audit.Settings().MaxReportResults
 		for ns, entries := range w.state.takeDirty() {
-			if err := w.sync(ctx, ns, entries, limit); err != nil {
-				log.Error(err, "Writing the policy report; retrying", "namespace", ns)
-				w.state.markDirty(ns)
+			err := w.sync(ctx, ns, entries, limit)
+			switch {
+			case err == nil:
+			case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) || apierrors.IsNotFound(err):
+				// The namespace, and its report, are going away.
+			default:
+				// Retried with the next change or the next interval, not
+				// in a hot loop.
+				log.Error(err, "Writing the policy report; will retry", "namespace", ns)
+				w.state.retry(ns)
 			}
 		}
 	}
