@@ -44,6 +44,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
@@ -77,6 +78,8 @@ func run() error {
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: *assets,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("config", "webhook")}},
+		// The PolicyReport CRDs, so that the background audit writes reports.
+		CRDDirectoryPaths: []string{filepath.Join("test", "crds")},
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -186,16 +189,67 @@ func run() error {
 		}
 	}
 
+	if err := showAuditReport(ctx, k8s); err != nil {
+		return err
+	}
+
 	if body, err := httpGet("http://" + metrics + "/metrics"); err == nil {
-		step("Decision metrics")
+		step("Metrics")
 		for _, line := range strings.Split(body, "\n") {
 			if strings.HasPrefix(line, "endpoint_policy_admission_decisions_total{") || strings.HasPrefix(line, "endpoint_policy_config_reloads_total{") ||
-				strings.HasPrefix(line, "endpoint_policy_kube_proxy_node_deleting_") {
+				strings.HasPrefix(line, "endpoint_policy_kube_proxy_node_deleting_") || strings.HasPrefix(line, "endpoint_policy_violations{") {
 				fmt.Println("   " + line)
 			}
 		}
 	}
 	fmt.Printf("\n   Server log: %s\n", *logFile)
+
+	step("Offline: %s check -f %s/ (no cluster; exit 1 when admission would deny something)", *binary, *examples)
+	check := exec.Command(*binary, "check", "-f", *examples)
+	check.Stdout, check.Stderr = os.Stdout, os.Stderr
+	err = check.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit) && exit.ExitCode() == 1:
+		fmt.Println("   exit code 1: deny findings")
+	case err != nil:
+		return fmt.Errorf("endpoint-policy check: %w", err)
+	default:
+		fmt.Println("   exit code 0")
+	}
+	return nil
+}
+
+// showAuditReport waits for the background audit's PolicyReport on what
+// Audit mode let through in kube-system, and prints it as
+// `kubectl get policyreport` would, with its results.
+func showAuditReport(ctx context.Context, k8s client.Client) error {
+	step("Background audit: what runs in the cluster (PolicyReport kube-system/%s)", audit.ReportName)
+	report := &unstructured.Unstructured{}
+	report.SetGroupVersionKind(audit.PolicyReportGVK)
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: audit.ReportName}, report)
+		if err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		warn, _, _ := unstructured.NestedInt64(report.Object, "summary", "warn")
+		return warn > 0, nil // what Audit mode admitted is reported
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the audit's PolicyReport: %w", err)
+	}
+	summary, _, _ := unstructured.NestedMap(report.Object, "summary")
+	fmt.Printf("   summary: pass=%v fail=%v warn=%v\n", summary["pass"], summary["fail"], summary["warn"])
+	results, _, _ := unstructured.NestedSlice(report.Object, "results")
+	for _, r := range results {
+		m := r.(map[string]any)
+		res := m["resources"].([]any)[0].(map[string]any)
+		msg := fmt.Sprint(m["message"])
+		if len(msg) > 110 {
+			msg = msg[:110] + "..."
+		}
+		fmt.Printf("   %-4s %-28s %s %s: %s\n", m["result"], m["policy"], res["kind"], res["name"], msg)
+	}
 	return nil
 }
 
