@@ -86,6 +86,9 @@ type Options struct {
 	// Settings are the audit settings in force at start; SetSettings
 	// changes them on a configuration reload.
 	Settings config.Audit
+	// ReportingController is the Events' reporting controller (the event
+	// recorder's name), to recognise an earlier leader's Events.
+	ReportingController string
 	// Skip are policies the audit does not report, because a controller
 	// keeps them true continuously (kube-proxy-node-deleting).
 	Skip []policy.ID
@@ -110,6 +113,17 @@ type Audit struct {
 	pendingMu sync.Mutex
 	pending   map[Key]bool
 	initial   chan struct{}
+
+	// apiReader reads what the caches do not hold (the Events of an
+	// earlier leader).
+	apiReader           client.Reader
+	reportingController string
+	// announced are the notes of the audit Events already on each object
+	// when this process started auditing (an earlier leader's): those
+	// violations are not announced again. Emptied by the initial audit.
+	announcedMu sync.Mutex
+	announced   map[types.UID]map[string]bool
+	seeded      chan struct{} // closed once announced and pending are loaded
 }
 
 // audited are the kinds the audit reads: the pods and workloads, and the
@@ -212,8 +226,8 @@ func ownedTemplate(obj client.Object) bool {
 // New creates the audit, its cache and its controller, and adds them to mgr
 // (leader-elected).
 func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
-	if o.Engines == nil || o.Cluster == nil || o.Namespaces == nil || o.Events == nil || o.Metrics == nil {
-		return nil, fmt.Errorf("%s: engines, cluster, namespaces, events and metrics are all required", Name)
+	if o.Engines == nil || o.Cluster == nil || o.Namespaces == nil || o.Events == nil || o.Metrics == nil || o.ReportingController == "" {
+		return nil, fmt.Errorf("%s: engines, cluster, namespaces, events, reporting controller and metrics are all required", Name)
 	}
 	opts := CacheOptions()
 	opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
@@ -235,6 +249,10 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		state:      newState(o.Metrics),
 		pending:    map[Key]bool{},
 		initial:    make(chan struct{}),
+		apiReader:  mgr.GetAPIReader(),
+		seeded:     make(chan struct{}),
+
+		reportingController: o.ReportingController,
 	}
 	for _, id := range o.Skip {
 		a.skip[id] = true
@@ -329,12 +347,16 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		if !a.cache.WaitForCacheSync(ctx) {
 			return
 		}
+		a.loadAnnounced(ctx)
 		keys := a.keys(ctx)
 		a.pendingMu.Lock()
 		for _, k := range keys {
 			a.pending[k] = true
 		}
 		a.pendingMu.Unlock()
+		// Reconciles wait until here: the Events of an earlier leader are
+		// known, and so is the end of the initial audit.
+		close(a.seeded)
 		for _, k := range keys {
 			q.Add(k)
 		}
@@ -395,11 +417,68 @@ func (a *Audit) done(k Key) {
 	if len(a.pending) == 0 {
 		a.pending = nil
 		close(a.initial)
+		a.announcedMu.Lock()
+		a.announced = nil // what is still in it is no longer true
+		a.announcedMu.Unlock()
 	}
+}
+
+// Synced is closed once every object found at start has been audited.
+func (a *Audit) Synced() <-chan struct{} { return a.initial }
+
+// loadAnnounced reads the audit Events that an earlier leader recorded and
+// that are still there (Events expire after an hour by default), page by
+// page, so that a restart or a new leader does not announce every violation
+// again.
+func (a *Audit) loadAnnounced(ctx context.Context) {
+	announced := map[types.UID]map[string]bool{}
+	list := &corev1.EventList{}
+	opts := []client.ListOption{client.MatchingFields{"reason": EventReason}, client.Limit(500)}
+	for {
+		if err := a.apiReader.List(ctx, list, opts...); err != nil {
+			// Not fatal: the violations are announced again.
+			logf.FromContext(ctx).WithName(Name).Error(err, "Listing the audit Events of an earlier leader")
+			return
+		}
+		for _, e := range list.Items {
+			if e.Action != EventAction || e.ReportingController != a.reportingController {
+				continue
+			}
+			uid := e.InvolvedObject.UID
+			if announced[uid] == nil {
+				announced[uid] = map[string]bool{}
+			}
+			announced[uid][e.Message] = true
+		}
+		if list.Continue == "" {
+			break
+		}
+		opts = append(opts[:2], client.Continue(list.Continue))
+	}
+	a.announcedMu.Lock()
+	a.announced = announced
+	a.announcedMu.Unlock()
+}
+
+// wasAnnounced reports, once, whether an earlier leader announced note on
+// the object uid.
+func (a *Audit) wasAnnounced(uid types.UID, note string) bool {
+	a.announcedMu.Lock()
+	defer a.announcedMu.Unlock()
+	if !a.announced[uid][note] {
+		return false
+	}
+	delete(a.announced[uid], note)
+	return true
 }
 
 // Reconcile implements reconcile.TypedReconciler: it audits one object.
 func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) {
+	select {
+	case <-ctx.Done():
+		return reconcile.Result{}, ctx.Err()
+	case <-a.seeded:
+	}
 	kind, ok := audited[k.Kind]
 	if !ok {
 		return reconcile.Result{}, nil
@@ -454,7 +533,9 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	ref := objectRef{APIVersion: kind.GVK.GroupVersion().String(), Kind: kind.GVK.Kind, Namespace: obj.GetNamespace(),
 		Name: obj.GetName(), UID: obj.GetUID()}
 	for _, v := range a.state.set(k, &ref, violations, passes) {
-		a.events.Eventf(obj, nil, corev1.EventTypeWarning, EventReason, EventAction, "%s", v.Message)
+		if !a.wasAnnounced(obj.GetUID(), v.Message) {
+			a.events.Eventf(obj, nil, corev1.EventTypeWarning, EventReason, EventAction, "%s", v.Message)
+		}
 	}
 	return reconcile.Result{}, nil
 }

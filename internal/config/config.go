@@ -33,6 +33,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -169,6 +170,9 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 	// A list in the file replaces the default list: decoding into the
 	// default's elements would merge their matchLabels into the file's.
 	cfg.Policies.KubeProxyNodeDeleting.PodSelectors = nil
+	if err := checkDurations(js); err != nil {
+		return nil, err
+	}
 	strictErrs, err := sigsjson.UnmarshalStrict(js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cannot decode: %w", err)
@@ -184,6 +188,24 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 		return nil, errs.ToAggregate()
 	}
 	return cfg, nil
+}
+
+// checkDurations reports a duration that does not parse with its field path:
+// the decoder's own error does not say which field it was.
+func checkDurations(js []byte) error {
+	var doc struct {
+		Audit struct {
+			Interval any `json:"interval"`
+		} `json:"audit"`
+	}
+	if json.Unmarshal(js, &doc) != nil || doc.Audit.Interval == nil {
+		return nil // the decoder reports what is wrong with the shape
+	}
+	v, ok := doc.Audit.Interval.(string)
+	if _, err := time.ParseDuration(v); !ok || err != nil {
+		return field.Invalid(field.NewPath("audit", "interval"), doc.Audit.Interval, "must be a duration such as 5m or 30s")
+	}
+	return nil
 }
 
 // Validate returns every problem with c, with field paths.

@@ -3,6 +3,7 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,7 +46,27 @@ policies:
       - matchLabels: {component: kube-proxy}
   kube-proxy-readiness-probe:
     mode: Audit
+audit:
+  interval: 5m
+  maxReportResults: 100
 `, want: func(*config.PolicyConfiguration) {}},
+		{name: "audit settings", file: header + "audit:\n  interval: 30s\n  maxReportResults: 500\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.Audit.Interval = metav1.Duration{Duration: 30 * time.Second}
+				c.Audit.MaxReportResults = 500
+			}},
+		{name: "a partial audit section keeps the other default", file: header + "audit:\n  maxReportResults: 10\n",
+			want: func(c *config.PolicyConfiguration) { c.Audit.MaxReportResults = 10 }},
+		{name: "audit interval below 1s", file: header + "audit:\n  interval: 100ms\n",
+			wantErr: `audit.interval: Invalid value: "100ms": must be at least 1s`},
+		{name: "audit interval not a duration", file: header + "audit:\n  interval: often\n",
+			wantErr: `audit.interval: Invalid value: "often": must be a duration`},
+		{name: "no report results", file: header + "audit:\n  maxReportResults: 0\n",
+			wantErr: "audit.maxReportResults: Invalid value: 0: must be between 1 and 500"},
+		{name: "too many report results", file: header + "audit:\n  maxReportResults: 501\n",
+			wantErr: "audit.maxReportResults: Invalid value: 501"},
+		{name: "unknown audit field", file: header + "audit:\n  intervall: 1m\n",
+			wantErr: `unknown field "audit.intervall"`},
 		{name: "a pod selector list replaces the default list whole", file: header + `policies:
   kube-proxy-node-deleting:
     podSelectors:

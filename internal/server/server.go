@@ -185,7 +185,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	// keeps it true continuously.
 	aud, err := audit.New(ctx, mgr, audit.Options{
 		Engines: s.engines, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
-		Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
+		ReportingController: EventSource, Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
 	})
 	if err != nil {
 		return err

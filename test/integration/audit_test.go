@@ -12,17 +12,26 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/audit"
+	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
+	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/server"
 )
 
 // withoutWebhooks runs fn while the webhook configurations are not
@@ -127,6 +136,42 @@ func auditEvents(ctx context.Context, namespace string, uid types.UID) func() ([
 	}
 }
 
+// announcedOnce matches the Events of a violation announced once: one Event,
+// never repeated (a repeat by the same recorder makes it a series).
+var announcedOnce = SatisfyAll(HaveLen(1), HaveEach(HaveField("Series", BeNil())))
+
+// startSecondAudit runs another audit, as a new leader (or the restarted
+// server) would, on its own manager, and returns it.
+func startSecondAudit(ctx context.Context) *audit.Audit {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Cache:      cluster.CacheOptions(),
+		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)}, // a second "audit" controller
+	})
+	Expect(err).NotTo(HaveOccurred())
+	view, err := cluster.NewView(ctx, mgr.GetCache())
+	Expect(err).NotTo(HaveOccurred())
+	rec, err := metrics.NewRecorder(prometheus.NewRegistry())
+	Expect(err).NotTo(HaveOccurred())
+	engine, err := policies.Build(config.Default())
+	Expect(err).NotTo(HaveOccurred())
+	a, err := audit.New(ctx, mgr, audit.Options{
+		Engines: policy.NewStore(engine), Cluster: view, Namespaces: mgr.GetCache(),
+		Events: mgr.GetEventRecorder(server.EventSource), ReportingController: server.EventSource,
+		Metrics: rec, Settings: config.Default().Audit,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	mctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	DeferCleanup(func() {
+		cancel()
+		Eventually(done).WithTimeout(settle).Should(Receive(BeNil()))
+	})
+	return a
+}
+
 var _ = Describe("background audit", func() {
 	It("reports what was admitted while the webhook was not registered, in the gauge, once in Events and in a PolicyReport; fixing it clears them", func(ctx context.Context) {
 		// A short interval, so that the spec sees several audit rounds.
@@ -162,7 +207,8 @@ var _ = Describe("background audit", func() {
 		}
 		Expect(auditEvents(ctx, ns, unrewritten.UID)()).To(ContainElement(
 			HaveField("Note", ContainSubstring("[host-network-endpoint] would set KUBERNETES_SERVICE_HOST=localhost"))))
-		Consistently(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(3500 * time.Millisecond).Should(HaveLen(1))
+		// A repeat from the same recorder would show as a series (count 2).
+		Consistently(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(3500 * time.Millisecond).Should(announcedOnce)
 
 		By("fixing the objects clears the gauge and the report")
 		Eventually(func() error {
@@ -178,6 +224,24 @@ var _ = Describe("background audit", func() {
 		Eventually(violations("kube-vip-ipvs-backends", ns, "DaemonSet")).WithTimeout(settle).Should(BeZero())
 		Eventually(func() error { _, err := policyReport(ctx, ns)(); return err }).WithTimeout(settle).
 			Should(Satisfy(apierrors.IsNotFound), "a clean namespace has no report")
+	})
+
+	It("does not announce a violation again after a restart or a change of leader", func(ctx context.Context) {
+		ns := newNamespace(ctx, nil)
+		kubeVIP := kubeVIPDaemonSet(ns, "v0.8.4")
+		withoutWebhooks(ctx, func() { Expect(k8s.Create(ctx, kubeVIP)).To(Succeed()) })
+		Eventually(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(settle).Should(HaveLen(1))
+
+		By("a second audit, with its own recorder, audits everything from scratch")
+		second := startSecondAudit(ctx)
+		Eventually(second.Synced()).WithTimeout(settle).Should(BeClosed())
+		Consistently(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(2 * time.Second).Should(announcedOnce)
+
+		By("a new violation is still announced by it")
+		kubeVIP2 := kubeVIPDaemonSet(ns, "v0.8.5")
+		withoutWebhooks(ctx, func() { Expect(k8s.Create(ctx, kubeVIP2)).To(Succeed()) })
+		// Both audits run: each announces it once.
+		Eventually(auditEvents(ctx, ns, kubeVIP2.UID)).WithTimeout(settle).Should(HaveLen(2))
 	})
 
 	It("keeps the report bounded with 1,000 violating pods in one namespace: results capped, the summary exact", func(ctx context.Context) {
