@@ -57,6 +57,8 @@ type reportWriter struct {
 	state  *state
 	audit  *Audit
 
+	// installed says, for each report kind found out about, whether its
+	// CRD is installed.
 	installed map[schema.GroupVersionKind]bool
 	// written is the hash of each report written (or found) by this
 	// process, so that an unchanged report is not written again.
@@ -120,7 +122,7 @@ func (w *reportWriter) discover(ctx context.Context, log logr.Logger) {
 			log.Error(err, "Cannot tell whether the report CRD is installed", "kind", gvk.String())
 			continue
 		}
-		if installed == w.installed[gvk] {
+		if was, known := w.installed[gvk]; known && was == installed {
 			continue
 		}
 		w.installed[gvk] = installed
