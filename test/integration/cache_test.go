@@ -5,9 +5,16 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 )
@@ -59,5 +66,59 @@ var _ = Describe("the kube-proxy pod caches", func() {
 			Expect(p.Spec.NodeName).To(Equal(node.Name))
 		}
 		Expect(pods.OnNode(ctx, "no-such-node")).To(BeEmpty())
+	})
+})
+
+var _ = Describe("the audit's cache", func() {
+	It("holds only hostNetwork pods, the one kubeadm-config ConfigMap, and workloads without status, managed fields or an owned template", func(ctx context.Context) {
+		ns := newNamespace(ctx, nil)
+		hostNetwork := create(ctx, pod(ns, true, nil))
+		for range 20 {
+			create(ctx, pod(ns, false, nil))
+		}
+		other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "cm-", Namespace: ns}}
+		Expect(k8s.Create(ctx, other)).To(Succeed())
+		d := apiServerDeployment(ns, apiServerContainer("127.0.0.1"))
+		Expect(k8s.Create(ctx, d)).To(Succeed())
+		owned := &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "rs-", Namespace: ns, OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptr.To(true)}}},
+			Spec: appsv1.ReplicaSetSpec{Selector: d.Spec.Selector, Template: d.Spec.Template},
+		}
+		Expect(k8s.Create(ctx, owned)).To(Succeed())
+
+		opts := audit.CacheOptions()
+		opts.Scheme = k8s.Scheme()
+		c, err := cache.New(restConfig, opts)
+		Expect(err).NotTo(HaveOccurred())
+		for _, obj := range []client.Object{&corev1.Pod{}, &corev1.ConfigMap{}, &appsv1.Deployment{}, &appsv1.ReplicaSet{}} {
+			// The audit's sources ask for these informers.
+			_, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+			Expect(err).NotTo(HaveOccurred())
+		}
+		cacheCtx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() {
+			defer GinkgoRecover()
+			Expect(c.Start(cacheCtx)).To(Succeed())
+		}()
+
+		Eventually(func(g Gomega) {
+			pods := &corev1.PodList{}
+			g.Expect(c.List(ctx, pods, client.InNamespace(ns))).To(Succeed())
+			g.Expect(pods.Items).To(ConsistOf(HaveField("Name", hostNetwork.Name)), "pods on the pod network are never listed")
+		}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
+
+		cms := &corev1.ConfigMapList{}
+		Expect(c.List(ctx, cms, client.InNamespace(ns))).To(Succeed())
+		Expect(cms.Items).To(BeEmpty(), "only kube-system/kubeadm-config is cached")
+
+		got := &appsv1.Deployment{}
+		Expect(c.Get(ctx, client.ObjectKeyFromObject(d), got)).To(Succeed())
+		Expect(got.ManagedFields).To(BeEmpty())
+		Expect(got.Spec.Template.Spec.Containers).To(HaveLen(1), "the template is what the policies read")
+		rs := &appsv1.ReplicaSet{}
+		Expect(c.Get(ctx, client.ObjectKeyFromObject(owned), rs)).To(Succeed())
+		Expect(rs.Spec.Template.Spec.Containers).To(BeEmpty(), "a Deployment's ReplicaSet is audited through the Deployment")
 	})
 })
