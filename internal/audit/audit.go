@@ -146,12 +146,12 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.hostNetwork", "true"), Transform: slim},
+			// Listed in kube-system by name: a Role with resourceNames
+			// [kubeadm-config] in kube-system is all the RBAC it takes.
 			&corev1.ConfigMap{}: {
-				Field: fields.SelectorFromSet(fields.Set{
-					"metadata.namespace": apiserver.KubeadmConfigNamespace,
-					"metadata.name":      apiserver.KubeadmConfigName,
-				}),
-				Transform: slim,
+				Namespaces: map[string]cache.Config{apiserver.KubeadmConfigNamespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", apiserver.KubeadmConfigName),
+				Transform:  slim,
 			},
 			&appsv1.Deployment{}:  {Transform: slim},
 			&appsv1.StatefulSet{}: {Transform: slim},

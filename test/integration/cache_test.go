@@ -76,8 +76,14 @@ var _ = Describe("the audit's cache", func() {
 		for range 20 {
 			create(ctx, pod(ns, false, nil))
 		}
-		other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "cm-", Namespace: ns}}
-		Expect(k8s.Create(ctx, other)).To(Succeed())
+		for _, cm := range []*corev1.ConfigMap{
+			kubeadmConfigMap("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"),
+			{ObjectMeta: metav1.ObjectMeta{GenerateName: "cm-", Namespace: "kube-system"}},
+			{ObjectMeta: metav1.ObjectMeta{GenerateName: "cm-", Namespace: ns}},
+		} {
+			Expect(k8s.Create(ctx, cm)).To(Succeed())
+			DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8s.Delete(ctx, cm))).To(Succeed()) })
+		}
 		d := apiServerDeployment(ns, apiServerContainer("127.0.0.1"))
 		Expect(k8s.Create(ctx, d)).To(Succeed())
 		owned := &appsv1.ReplicaSet{
@@ -110,8 +116,10 @@ var _ = Describe("the audit's cache", func() {
 		}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
 
 		cms := &corev1.ConfigMapList{}
-		Expect(c.List(ctx, cms, client.InNamespace(ns))).To(Succeed())
-		Expect(cms.Items).To(BeEmpty(), "only kube-system/kubeadm-config is cached")
+		Expect(c.List(ctx, cms)).To(Succeed())
+		Expect(cms.Items).To(ConsistOf(SatisfyAll(HaveField("Namespace", "kube-system"), HaveField("Name", "kubeadm-config"))),
+			"only kube-system/kubeadm-config is cached")
+		Expect(c.List(ctx, cms, client.InNamespace(ns))).NotTo(Succeed(), "no other namespace's ConfigMaps are even listed")
 
 		got := &appsv1.Deployment{}
 		Expect(c.Get(ctx, client.ObjectKeyFromObject(d), got)).To(Succeed())
