@@ -558,8 +558,15 @@ type violation struct {
 	Since time.Time
 }
 
+// same reports whether v and o are the same violation with the same verdict.
 func (v violation) same(o violation) bool {
-	return v.Policy == o.Policy && v.Action == o.Action && v.Message == o.Message
+	return v.sameFinding(o) && v.Action == o.Action && v.Mode == o.Mode
+}
+
+// sameFinding reports whether v and o are the same finding of the same
+// policy, whatever the verdict.
+func (v violation) sameFinding(o violation) bool {
+	return v.Policy == o.Policy && v.Message == o.Message
 }
 
 // objectRef is an audited object, as a report names it.
@@ -616,7 +623,9 @@ func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (
 		before = old.violations
 	}
 	for i, v := range violations {
-		if j := slices.IndexFunc(before, v.same); j >= 0 {
+		// The same finding in another mode (a configuration reload) is the
+		// same violation: it keeps its time and is not announced again.
+		if j := slices.IndexFunc(before, v.sameFinding); j >= 0 {
 			violations[i].Since = before[j].Since
 		} else {
 			added = append(added, v)

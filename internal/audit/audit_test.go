@@ -75,6 +75,7 @@ func TestStateAnnouncesEachViolationOnceAndCounts(t *testing.T) {
 		{"a new violation is announced", podKey("a", "x"), podRef("a", "x"), []violation{v}, 1, 1},
 		{"the same again (next interval) is not", podKey("a", "x"), podRef("a", "x"), []violation{v}, 0, 1},
 		{"another object with it counts", podKey("a", "y"), podRef("a", "y"), []violation{v}, 1, 2},
+		{"the same in Audit (a reload) is not announced again", podKey("a", "x"), podRef("a", "x"), []violation{{Policy: "p", Mode: policy.Audit, Action: policy.ActionWarn, Message: "bad"}}, 0, 2},
 		{"a changed message is a new violation", podKey("a", "x"), podRef("a", "x"), []violation{{Policy: "p", Action: policy.ActionDeny, Message: "worse"}}, 1, 2},
 		{"fixed", podKey("a", "x"), podRef("a", "x"), nil, 0, 1},
 		{"gone", podKey("a", "y"), nil, nil, 0, 0},
