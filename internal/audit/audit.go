@@ -479,6 +479,9 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		return reconcile.Result{}, ctx.Err()
 	case <-a.seeded:
 	}
+	// An object that fails is retried, but does not hold up the end of the
+	// initial audit.
+	defer a.done(k)
 	kind, ok := audited[k.Kind]
 	if !ok {
 		return reconcile.Result{}, nil
@@ -488,12 +491,10 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	switch {
 	case apierrors.IsNotFound(err):
 		a.state.set(k, nil, nil, 0)
-		a.done(k)
 		return reconcile.Result{}, nil
 	case err != nil:
 		return reconcile.Result{}, err
 	}
-	defer a.done(k)
 	if ownedTemplate(obj) {
 		a.state.set(k, nil, nil, 0)
 		return reconcile.Result{}, nil
@@ -618,21 +619,24 @@ func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (
 	defer s.mu.Unlock()
 	ns := s.byNamespace[k.Namespace]
 	old := ns[k]
-	var before []violation
+	var before, known []violation
 	if old != nil {
 		before = old.violations
+		if ref != nil && ref.UID == old.ref.UID {
+			known = before // not a new object under the same name
+		}
 	}
 	for i, v := range violations {
 		// The same finding in another mode (a configuration reload) is the
 		// same violation: it keeps its time and is not announced again.
-		if j := slices.IndexFunc(before, v.sameFinding); j >= 0 {
-			violations[i].Since = before[j].Since
+		if j := slices.IndexFunc(known, v.sameFinding); j >= 0 {
+			violations[i].Since = known[j].Since
 		} else {
 			added = append(added, v)
 		}
 	}
 	changed := old == nil && (len(violations) > 0 || passes > 0) ||
-		old != nil && (ref == nil || old.passes != passes || !slices.EqualFunc(before, violations, violation.same))
+		old != nil && (ref == nil || *ref != old.ref || old.passes != passes || !slices.EqualFunc(before, violations, violation.same))
 	if !changed {
 		return nil
 	}

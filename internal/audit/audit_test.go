@@ -80,6 +80,7 @@ func TestStateAnnouncesEachViolationOnceAndCounts(t *testing.T) {
 		{"fixed", podKey("a", "x"), podRef("a", "x"), nil, 0, 1},
 		{"gone", podKey("a", "y"), nil, nil, 0, 0},
 		{"back after the fix: announced again", podKey("a", "x"), podRef("a", "x"), []violation{v}, 1, 1},
+		{"a new pod under the same name is announced", podKey("a", "x"), &objectRef{Kind: "Pod", Namespace: "a", Name: "x", UID: "new"}, []violation{v}, 1, 1},
 	}
 	for _, st := range steps {
 		added := s.set(st.key, st.ref, append([]violation(nil), st.violations...), 0)
