@@ -16,6 +16,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/metricstest"
 )
 
 func newTestState(t *testing.T) (*state, *prometheus.Registry) {
@@ -30,25 +31,11 @@ func newTestState(t *testing.T) (*state, *prometheus.Registry) {
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, id policy.ID, ns, kind string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
+	v, err := metricstest.Value(reg, "endpoint_policy_violations", map[string]string{"policy": string(id), "namespace": ns, "kind": kind})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "endpoint_policy_violations" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["policy"] == string(id) && l["namespace"] == ns && l["kind"] == kind {
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	return 0
+	return v
 }
 
 func podKey(ns, name string) Key {

@@ -1,24 +1,14 @@
 package webhook
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/metricstest"
+)
 
 // DecisionCount reads endpoint_policy_admission_decisions_total{policy,action}
 // from reg; 0 when the series does not exist.
 func DecisionCount(reg prometheus.Gatherer, policyID, action string) float64 {
-	mfs, _ := reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() != "endpoint_policy_admission_decisions_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["policy"] == policyID && labels["action"] == action {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	v, _ := metricstest.Value(reg, "endpoint_policy_admission_decisions_total", map[string]string{"policy": policyID, "action": action})
+	return v
 }

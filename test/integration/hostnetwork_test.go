@@ -22,6 +22,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/metricstest"
 )
 
 const (
@@ -219,30 +220,9 @@ func reloadErrors() float64 {
 // counter reads a counter (or a gauge) from the server's metrics registry
 // (the server runs in this process).
 func counter(name string, labels map[string]string) float64 {
-	mfs, err := crmetrics.Registry.Gather()
+	v, err := metricstest.Value(crmetrics.Registry, name, labels)
 	Expect(err).NotTo(HaveOccurred())
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metric
-				}
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return v
 }
 
 func gauge(name string) float64 { return counter(name, nil) }
