@@ -6,6 +6,16 @@ LOCALBIN ?= $(CURDIR)/bin
 K8S_VERSION  := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" { print $$3 }' hack/envtest/kube-apiserver/go.mod)
 ETCD_VERSION := $(shell awk '$$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" { print $$3 }' hack/envtest/etcd/go.mod)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION:v%=%)-etcd-$(ETCD_VERSION:v%=%)
+# Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
+HELM_VERSION      := $(shell awk '$$1 == "require" && $$2 == "helm.sh/helm/v3" { print $$3 }' hack/tools/helm/go.mod)
+KUSTOMIZE_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kustomize/kustomize/v5" { print $$3 }' hack/tools/kustomize/go.mod)
+# Helm's default Kubernetes version (helm template, lint) is its client-go's, as Helm's own Makefile sets it.
+HELM_K8S_MINOR    := $(shell awk '$$1 == "k8s.io/client-go" { split($$2, v, "."); print v[2] }' hack/tools/helm/go.mod)
+HELM_LDFLAGS      := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
+HELM      ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)"
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -39,8 +49,8 @@ vet: ## Check formatting and run go vet.
 	go vet ./...
 
 .PHONY: test
-test: vet envtest ## Run all tests: unit, handler and envtest suites (builds the envtest binaries on first use).
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./...
+test: vet envtest tools ## Run all tests: unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
+	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no API server.
@@ -56,6 +66,23 @@ envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd from 
 
 $(ENVTEST_ASSETS)/kube-apiserver:
 	hack/envtest/build.sh "$(ENVTEST_ASSETS)"
+
+.PHONY: tools
+tools: $(HELM) $(KUSTOMIZE) ## Build the helm and kustomize CLIs from Go modules into bin/ (once).
+
+$(HELM):
+	@echo ">> building helm $(HELM_VERSION) from Go modules (first time only, ~2 min cold)"
+	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o "$@.tmp" helm.sh/helm/v3/cmd/helm
+	mv "$@.tmp" "$@"
+
+$(KUSTOMIZE):
+	@echo ">> building kustomize $(KUSTOMIZE_VERSION) from Go modules (first time only, ~1 min cold)"
+	cd hack/tools/kustomize && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$@.tmp" sigs.k8s.io/kustomize/kustomize/v5
+	mv "$@.tmp" "$@"
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the chart.
+	$(HELM) lint --strict charts/endpoint-policy
 
 .PHONY: demo
 demo: envtest build ## Run the local demo: a real API server, the webhook, the examples/.
