@@ -212,6 +212,9 @@ func TestInstall(t *testing.T) {
 			}
 		}
 
+		// What the chart installed is what the server needs to run.
+		c.serveInstalled(t, secret.Data["ca.crt"])
+
 		// An upgrade keeps the certificate: the Secret is reused, not regenerated.
 		c.run(t, upgradeProbeHost)
 		again := &corev1.Secret{}
