@@ -14,10 +14,11 @@ COPY internal/ internal/
 
 ARG VERSION=dev
 ARG COMMIT=
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
+# Set by BuildKit from --platform; plain docker build gets linux/amd64.
+ARG TARGETOS
+ARG TARGETARCH
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath \
+    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} go build -trimpath \
       -ldflags "-s -w -X github.com/endpoint-policy/endpoint-policy/internal/version.version=${VERSION} -X github.com/endpoint-policy/endpoint-policy/internal/version.commit=${COMMIT}" \
       -o /out/endpoint-policy ./cmd/endpoint-policy
 

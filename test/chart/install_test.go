@@ -152,7 +152,17 @@ func TestInstall(t *testing.T) {
 
 	t.Run("cert-manager", func(t *testing.T) {
 		c.uninstallOnFailure(t, release, namespace)
-		c.run(t, installCertManager)
+		notes := c.run(t, installCertManager)
+		// NOTES.txt tells how to verify the install.
+		for _, want := range []string{
+			"kubectl -n endpoint-policy rollout status deployment/endpoint-policy",
+			"kubectl -n endpoint-policy get certificate endpoint-policy-serving",
+			"--set config.mode=Audit",
+		} {
+			if !strings.Contains(notes, want) {
+				t.Errorf("helm install's notes lack %q:\n%s", want, notes)
+			}
+		}
 		m := c.installed(t)
 		c.expectLive(t, m)
 		if len(m.ofKind("Certificate")) != 2 || len(m.ofKind("Issuer")) != 2 {
