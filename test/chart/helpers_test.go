@@ -44,8 +44,7 @@ func tool(t testing.TB, env string) string {
 	return path
 }
 
-// helm runs the helm CLI with its state in a temporary home (no writes to
-// the user's), against kubeconfig when not empty.
+// helm runs the helm CLI against kubeconfig when not empty.
 func helm(t testing.TB, kubeconfig string, args ...string) (string, error) {
 	t.Helper()
 	return helmAt(t, "", kubeconfig, args...)
@@ -56,11 +55,10 @@ func helmAt(t testing.TB, dir, kubeconfig string, args ...string) (string, error
 	t.Helper()
 	cmd := exec.Command(tool(t, "HELM"), args...)
 	cmd.Dir = dir
-	home := helmHome(t)
 	cmd.Env = append(os.Environ(),
-		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
-		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
-		"HELM_DATA_HOME="+filepath.Join(home, "data"),
+		"HELM_CACHE_HOME="+filepath.Join(helmHomeDir, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(helmHomeDir, "config"),
+		"HELM_DATA_HOME="+filepath.Join(helmHomeDir, "data"),
 	)
 	if kubeconfig != "" {
 		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
@@ -73,24 +71,16 @@ func helmAt(t testing.TB, dir, kubeconfig string, args ...string) (string, error
 	return stdout.String(), nil
 }
 
+// helmHomeDir holds helm's cache, configuration and data: nothing is
+// written to the user's.
 var helmHomeDir string
 
-func helmHome(t testing.TB) string {
-	if helmHomeDir == "" {
-		dir, err := os.MkdirTemp("", "endpoint-policy-helm-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		helmHomeDir = dir
-	}
-	return helmHomeDir
-}
-
 func TestMain(m *testing.M) {
-	// helm and kustomize read the chart and config/ in another process, which
-	// go test's result cache cannot see: reading them here makes a change to
-	// any of them run the tests again instead of reporting a cached pass.
-	for _, dir := range []string{chartDir, configDir} {
+	// helm, kustomize and the server binary read the chart, config/ and the
+	// sources in other processes, which go test's result cache cannot see:
+	// reading them here makes a change to any of them run the tests again
+	// instead of reporting a cached pass.
+	for _, dir := range []string{chartDir, configDir, filepath.Join(repoRoot, "cmd"), filepath.Join(repoRoot, "internal")} {
 		if err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return err
@@ -102,10 +92,13 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
-	if helmHomeDir != "" {
-		os.RemoveAll(helmHomeDir)
+	var err error
+	if helmHomeDir, err = os.MkdirTemp("", "endpoint-policy-helm-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	code := m.Run()
+	os.RemoveAll(helmHomeDir)
 	os.Exit(code)
 }
 

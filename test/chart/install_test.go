@@ -179,13 +179,11 @@ func TestInstall(t *testing.T) {
 		}
 
 		// A changed policy value reaches the ConfigMap and rolls nothing.
-		before := &appsv1.Deployment{}
-		c.get(t, ns(release), before)
+		before := c.generation(t)
 		c.run(t, upgradeProbeHost)
-		after := &appsv1.Deployment{}
-		c.get(t, ns(release), after)
-		if after.Generation != before.Generation {
-			t.Errorf("a policy mode change rolled the Deployment (generation %d -> %d)", before.Generation, after.Generation)
+		after := c.generation(t)
+		if after != before {
+			t.Errorf("a policy mode change rolled the Deployment (generation %d -> %d)", before, after)
 		}
 		if got := c.config(t).Policies.APIServerProbeHost.Mode; got != "Enforce" {
 			t.Errorf("apiserver-probe-host mode after upgrade = %s, want Enforce", got)
@@ -195,9 +193,7 @@ func TestInstall(t *testing.T) {
 		// them rolls the pods.
 		c.run(t, "helm upgrade endpoint-policy ./charts/endpoint-policy -n endpoint-policy --reuse-values "+
 			"--set config.policies.kube-proxy-node-deleting.podSelectors[0].matchLabels.app=kube-proxy")
-		rolled := &appsv1.Deployment{}
-		c.get(t, ns(release), rolled)
-		if rolled.Generation == after.Generation {
+		if c.generation(t) == after {
 			t.Errorf("a podSelectors change did not roll the Deployment")
 		}
 
@@ -255,16 +251,13 @@ func TestInstall(t *testing.T) {
 		if got := c.config(t).Mode; got != "Audit" {
 			t.Errorf("config mode = %s, want Audit", got)
 		}
-		before := &appsv1.Deployment{}
-		c.get(t, ns(release), before)
+		before := c.generation(t)
 		c.run(t, upgradeToEnforce)
 		if got := c.config(t).Mode; got != "Enforce" {
 			t.Errorf("config mode after upgrade = %s, want Enforce", got)
 		}
-		after := &appsv1.Deployment{}
-		c.get(t, ns(release), after)
-		if after.Generation != before.Generation {
-			t.Errorf("switching to Enforce rolled the Deployment (generation %d -> %d)", before.Generation, after.Generation)
+		if after := c.generation(t); after != before {
+			t.Errorf("switching to Enforce rolled the Deployment (generation %d -> %d)", before, after)
 		}
 		c.run(t, uninstall)
 		c.expectGone(t, m)
@@ -314,6 +307,15 @@ webhook: {namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, va
 	if len(roles.Items) > 0 {
 		t.Errorf("Roles left in kube-system: %d", len(roles.Items))
 	}
+}
+
+// generation is the Deployment's: it changes when the pod template does,
+// that is when a rollout would restart the pods.
+func (c *cluster) generation(t *testing.T) int64 {
+	t.Helper()
+	d := &appsv1.Deployment{}
+	c.get(t, client.ObjectKey{Namespace: namespace, Name: release}, d)
+	return d.Generation
 }
 
 // expectLive checks that every object of the release exists in the API server.
