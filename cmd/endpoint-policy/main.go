@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -84,8 +86,23 @@ func serve(args []string, stderr io.Writer) int {
 		"Elect a leader for the controllers, so that only one replica runs them.")
 	fs.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease; defaults to the namespace the server runs in.")
+	fs.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", 15*time.Second,
+		"How long a leader's Lease lasts without renewal: the longest the controllers stand still after the leader dies.")
+	fs.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew its Lease before it steps down.")
+	fs.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", 2*time.Second,
+		"How often candidates try to acquire or renew the Lease.")
 	fs.BoolVar(&opts.EnableHTTP2, "enable-http2", false,
 		"Serve HTTP/2 on the webhook and metrics ports. Off by default (the API server speaks HTTP/1.1 to webhooks; CVE-2023-44487).")
+	tlsMin := fs.String("tls-min-version", "1.2", "Lowest TLS version the webhook and metrics servers accept: 1.2 or 1.3.")
+	fs.BoolVar(&opts.MetricsSecure, "metrics-secure", opts.MetricsSecure,
+		"Serve /metrics over HTTPS to authenticated and authorized clients only (TokenReview, SubjectAccessReview for get /metrics). "+
+			"false serves plain HTTP to anyone who can reach the port.")
+	fs.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "",
+		"Directory holding the metrics serving certificate, tls.crt and tls.key; a self-signed certificate when not set.")
+	fs.DurationVar(&opts.ShutdownDelay, "shutdown-delay", opts.ShutdownDelay,
+		"On SIGTERM, keep serving this long while reporting not-ready and closing kept-alive connections after their next response; "+
+			"then stop accepting connections and finish in-flight requests.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -96,6 +113,19 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "endpoint-policy serve: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	switch *tlsMin {
+	case "1.2", "VersionTLS12":
+		opts.TLSMinVersion = tls.VersionTLS12
+	case "1.3", "VersionTLS13":
+		opts.TLSMinVersion = tls.VersionTLS13
+	default:
+		fmt.Fprintf(stderr, "endpoint-policy serve: --tls-min-version %q: must be 1.2 or 1.3\n", *tlsMin)
+		return 2
+	}
+	if opts.ShutdownDelay < 0 {
+		fmt.Fprintf(stderr, "endpoint-policy serve: --shutdown-delay %s: must not be negative\n", opts.ShutdownDelay)
 		return 2
 	}
 	if opts.WebhookPort < 1 || opts.WebhookPort > 65535 {

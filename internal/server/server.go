@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -52,10 +54,27 @@ type Options struct {
 	// LeaderElectionNamespace holds the leader election Lease; "" means the
 	// namespace the server runs in.
 	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
+	// zero keeps controller-runtime's defaults (15s, 10s, 2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// EnableHTTP2 serves HTTP/2 on the webhook port. Off by default: the API
 	// server speaks HTTP/1.1 to webhooks, and HTTP/2 only adds exposure
 	// (CVE-2023-44487, rapid reset).
 	EnableHTTP2 bool
+	// TLSMinVersion is the lowest TLS version the webhook and metrics
+	// servers accept: tls.VersionTLS12 (default) or tls.VersionTLS13.
+	TLSMinVersion uint16
+	// MetricsSecure serves /metrics over HTTPS, only to clients that
+	// authenticate (TokenReview) and are authorized (SubjectAccessReview,
+	// get on the non-resource URL /metrics).
+	MetricsSecure bool
+	// MetricsCertDir holds the metrics server's tls.crt and tls.key; ""
+	// serves a self-signed certificate generated at start.
+	MetricsCertDir string
+	// ShutdownDelay is how long the server keeps serving after it is told to
+	// stop, reporting not-ready and closing each kept-alive connection after
+	// its next response, before it stops accepting connections.
+	ShutdownDelay time.Duration
 }
 
 // DefaultOptions returns the defaults of the serve command's flags.
@@ -64,10 +83,18 @@ func DefaultOptions() Options {
 		WebhookPort:            9443,
 		CertDir:                filepath.Join("/tmp", "k8s-webhook-server", "serving-certs"),
 		ConfigPollInterval:     10 * time.Second,
-		MetricsBindAddress:     ":8080",
+		MetricsBindAddress:     ":8443",
 		HealthProbeBindAddress: ":8081",
+		TLSMinVersion:          tls.VersionTLS12,
+		MetricsSecure:          true,
+		ShutdownDelay:          5 * time.Second,
 	}
 }
+
+// ShutdownTimeout bounds the stop once connections are no longer accepted:
+// in-flight admissions (each bounded by its webhook's timeoutSeconds, 3 s by
+// default) finish, the controllers stop, and the leader Lease is released.
+const ShutdownTimeout = 10 * time.Second
 
 // LeaderElectionID names the leader election Lease.
 const LeaderElectionID = "endpoint-policy.endpoint-policy.io"
@@ -114,12 +141,29 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
-	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
+	minVersion := opts.TLSMinVersion
+	if minVersion == 0 {
+		minVersion = tls.VersionTLS12
+	}
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minVersion }}
 	if !opts.EnableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
+	metricsOpts := metricsserver.Options{
+		BindAddress: opts.MetricsBindAddress, TLSOpts: tlsOpts,
+		SecureServing: opts.MetricsSecure, CertDir: opts.MetricsCertDir,
+	}
+	if opts.MetricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	// The manager runs on its own context, cancelled only once the drain
+	// (see drain) is over; ctx ending starts the drain.
+	mgrCtx, stopManager := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopManager()
+	shutdownTimeout := ShutdownTimeout
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Metrics: metricsserver.Options{BindAddress: opts.MetricsBindAddress, TLSOpts: tlsOpts},
+		Metrics: metricsOpts,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    opts.WebhookHost,
 			Port:    opts.WebhookPort,
@@ -133,13 +177,19 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		LeaseDuration:           durationOrNil(opts.LeaseDuration),
+		RenewDeadline:           durationOrNil(opts.RenewDeadline),
+		RetryPeriod:             durationOrNil(opts.RetryPeriod),
 		// Step down quickly on shutdown so that the other replica takes over.
 		LeaderElectionReleaseOnCancel: true,
-		BaseContext:                   func() context.Context { return ctx },
+		GracefulShutdownTimeout:       &shutdownTimeout,
+		BaseContext:                   func() context.Context { return mgrCtx },
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
+	drain := newDrain()
+	register := func(path string, h http.Handler) { mgr.GetWebhookServer().Register(path, drain.wrap(h)) }
 
 	view, err := cluster.NewView(ctx, mgr.GetCache())
 	if err != nil {
@@ -149,7 +199,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	mgr.GetWebhookServer().Register(epwebhook.MutatePodPath, &webhook.Admission{Handler: mutator})
+	register(epwebhook.MutatePodPath, &webhook.Admission{Handler: mutator})
 
 	events := mgr.GetEventRecorder(EventSource)
 	for path, kinds := range map[string]epwebhook.Kinds{
@@ -160,7 +210,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		if err != nil {
 			return err
 		}
-		mgr.GetWebhookServer().Register(path, &webhook.Admission{Handler: validator})
+		register(path, &webhook.Admission{Handler: validator})
 	}
 
 	// The kube-proxy pods are cached by the configured selectors, which
@@ -219,9 +269,40 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
+	// Not ready while draining: load balancers and probes stop choosing us.
+	if err := mgr.AddReadyzCheck("shutdown", drain.checker); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
+
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-mgrCtx.Done():
+			return
+		}
+		log.Info("Shutting down: not ready, closing kept-alive connections after their next response",
+			"shutdownDelay", opts.ShutdownDelay)
+		drain.start()
+		t := time.NewTimer(opts.ShutdownDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-mgrCtx.Done():
+		}
+		log.Info("Shutting down: no new connections, finishing in-flight requests", "timeout", shutdownTimeout)
+		stopManager()
+	}()
+
 	log.Info("Starting", "webhookPort", opts.WebhookPort, "config", configSource(opts.ConfigFile),
-		"modes", s.cfg.Modes())
-	return mgr.Start(ctx)
+		"modes", s.cfg.Modes(), "tlsMinVersion", tls.VersionName(minVersion), "metricsSecure", opts.MetricsSecure)
+	return mgr.Start(mgrCtx)
+}
+
+func durationOrNil(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 // checkCertificates fails early, with a message naming the flag and files,

@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -51,6 +52,9 @@ func TestReadmeCommands(t *testing.T) {
 type cluster struct {
 	k8s        client.Client
 	kubeconfig string
+	// serverKubeconfig authenticates as the chart's ServiceAccount in the
+	// release namespace, so that RBAC gives it exactly the chart's roles.
+	serverKubeconfig string
 }
 
 func startCluster(t *testing.T) *cluster {
@@ -88,8 +92,21 @@ func startCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{kubeconfig: filepath.Join(t.TempDir(), "kubeconfig")}
+	c := &cluster{kubeconfig: filepath.Join(t.TempDir(), "kubeconfig"), serverKubeconfig: filepath.Join(t.TempDir(), "kubeconfig")}
 	if err := os.WriteFile(c.kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := env.AddUser(envtest.User{
+		Name:   serviceaccount.MakeUsername(namespace, release),
+		Groups: serviceaccount.MakeGroupNames(namespace),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kc, err = sa.KubeConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.serverKubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if c.k8s, err = client.New(cfg, client.Options{}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/google/go-cmp/cmp"
@@ -26,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/server"
 )
 
 func TestLint(t *testing.T) {
@@ -134,19 +136,25 @@ func TestDeploymentDefaults(t *testing.T) {
 		t.Errorf("--webhook-port does not match the webhook port %d", port)
 	}
 
-	// Graceful termination: the preStop pause (the endpoint leaves the
-	// Service first), then the longest admission (the webhooks' timeout) and
-	// shutdown fit in the grace period with room to spare.
-	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
-		t.Fatalf("no preStop sleep: %+v", c.Lifecycle)
+	// Graceful termination: the server's shutdown delay (not ready, the
+	// endpoint leaves the Service, kept-alive connections close), then its
+	// shutdown timeout for the in-flight admissions fit in the grace period
+	// with room to spare.
+	delay, err := time.ParseDuration(flag(t, c.Args, "shutdown-delay"))
+	if err != nil || delay == 0 {
+		t.Errorf("--shutdown-delay=%s: %v", flag(t, c.Args, "shutdown-delay"), err)
 	}
-	var timeout int64
+	var timeout time.Duration
 	for _, h := range webhooks(t, m) {
-		timeout = max(timeout, int64(ptr.Deref(h.TimeoutSeconds, 10)))
+		timeout = max(timeout, time.Duration(ptr.Deref(h.TimeoutSeconds, 10))*time.Second)
 	}
-	grace, pause := ptr.Deref(spec.TerminationGracePeriodSeconds, 30), c.Lifecycle.PreStop.Sleep.Seconds
-	if pause == 0 || grace < pause+2*timeout+5 {
-		t.Errorf("terminationGracePeriodSeconds %d, preStop pause %ds, webhook timeout %ds: in-flight admissions may be cut", grace, pause, timeout)
+	grace := time.Duration(ptr.Deref(spec.TerminationGracePeriodSeconds, 30)) * time.Second
+	if grace < delay+max(timeout, server.ShutdownTimeout)+5*time.Second {
+		t.Errorf("terminationGracePeriodSeconds %s, --shutdown-delay %s, webhook timeout %s, shutdown timeout %s: in-flight admissions may be cut",
+			grace, delay, timeout, server.ShutdownTimeout)
+	}
+	if flag(t, c.Args, "metrics-secure") != "true" || flag(t, c.Args, "metrics-bind-address") != fmt.Sprintf(":%d", containerPort(t, c, "metrics")) {
+		t.Errorf("metrics not served securely on the metrics port: %q", c.Args)
 	}
 	if flag(t, c.Args, "leader-elect") != "true" || flag(t, c.Args, "leader-election-namespace") != namespace {
 		t.Errorf("leader election not on in the release namespace: %q", c.Args)
@@ -518,6 +526,12 @@ func TestRBAC(t *testing.T) {
 			rule("events.k8s.io", "events", "create", "patch"),
 			rule("", "events", "list"),
 			rule("wgpolicyk8s.io", "policyreports,clusterpolicyreports", "list", "create", "patch", "delete"),
+			rule("authentication.k8s.io", "tokenreviews", "create"),
+			rule("authorization.k8s.io", "subjectaccessreviews", "create"),
+		},
+		// Not the server's: for Prometheus to be bound to.
+		"ClusterRole/" + release + "-metrics-reader": {
+			{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
 		},
 		"Role/kube-system/" + release + "-kubeadm-config": {
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubeadm-config"}, Verbs: []string{"list", "watch"}},
@@ -558,7 +572,7 @@ func TestRBAC(t *testing.T) {
 		bound[key] = true
 	}
 	for role := range want {
-		if !bound[role] {
+		if !bound[role] && !strings.HasSuffix(role, "-metrics-reader") {
 			t.Errorf("%s is not bound", role)
 		}
 	}
@@ -575,7 +589,8 @@ podAnnotations: {example.com/team: platform}
 nodeSelector: {kubernetes.io/os: linux}
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [system]}]}]}}}
-preStopSleepSeconds: 0
+shutdownDelaySeconds: 0
+metrics: {secure: false}
 resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {cpu: "1", memory: 128Mi}}
 podDisruptionBudget: {enabled: false}
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}
@@ -595,8 +610,11 @@ networkPolicy:
 	if !strings.HasSuffix(c.Image, "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef") {
 		t.Errorf("image = %s, want the digest", c.Image)
 	}
-	if c.Lifecycle != nil {
-		t.Errorf("preStopSleepSeconds 0 still renders %+v", c.Lifecycle)
+	if flag(t, c.Args, "shutdown-delay") != "0s" || flag(t, c.Args, "metrics-secure") != "false" {
+		t.Errorf("shutdownDelaySeconds, metrics.secure not applied: %q", c.Args)
+	}
+	if m.get("ClusterRole", "ep-metrics-reader") != nil {
+		t.Errorf("metrics-reader ClusterRole rendered with metrics.secure false")
 	}
 	if !c.Resources.Limits.Cpu().Equal(resource.MustParse("1")) {
 		t.Errorf("limits = %v", c.Resources.Limits)
@@ -629,6 +647,23 @@ networkPolicy:
 	}
 	if metrics.Spec.Ports[0].TargetPort.String() != "metrics" {
 		t.Errorf("metrics Service targets %v", metrics.Spec.Ports[0].TargetPort)
+	}
+	if scheme, _, _ := unstructured.NestedString(sm.Object, "spec", "endpoints", "0", "scheme"); scheme != "" {
+		t.Errorf("ServiceMonitor scheme %q with metrics.secure false", scheme)
+	}
+}
+
+// With the default secure metrics, the ServiceMonitor scrapes over HTTPS
+// with Prometheus' own token.
+func TestServiceMonitorSecure(t *testing.T) {
+	sm := render(t, "--set", "serviceMonitor.enabled=true").find(t, "ServiceMonitor", release)
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(endpoints) != 1 {
+		t.Fatalf("ServiceMonitor endpoints = %v", endpoints)
+	}
+	e := endpoints[0].(map[string]any)
+	if e["scheme"] != "https" || e["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
+		t.Errorf("ServiceMonitor endpoint %v: want https with Prometheus' token", e)
 	}
 }
 

@@ -144,7 +144,7 @@ var announcedOnce = SatisfyAll(HaveLen(1), HaveEach(HaveField("Series", BeNil())
 // server) would, on its own manager, and returns it.
 func startSecondAudit(ctx context.Context) *audit.Audit {
 	GinkgoHelper()
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+	mgr, err := ctrl.NewManager(serverConfig, ctrl.Options{
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Cache:      cluster.CacheOptions(),
 		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)}, // a second "audit" controller

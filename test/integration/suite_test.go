@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +23,9 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -40,8 +44,11 @@ func TestIntegration(t *testing.T) {
 }
 
 var (
-	testEnv        *envtest.Environment
-	restConfig     *rest.Config
+	testEnv    *envtest.Environment
+	restConfig *rest.Config
+	// serverConfig impersonates the chart's ServiceAccount, which has the
+	// RBAC of config/rbac and nothing else: the server runs with it.
+	serverConfig   *rest.Config
 	k8s            client.Client
 	k8sWatch       client.WithWatch
 	clientWarnings *warnings.Recorder
@@ -104,6 +111,9 @@ var _ = BeforeSuite(func() {
 	k8sWatch, err = client.NewWithWatch(restConfig, client.Options{})
 	Expect(err).NotTo(HaveOccurred())
 
+	By("installing config/rbac: the server runs as its ServiceAccount")
+	serverConfig = installRBAC(context.Background())
+
 	configFile = filepath.Join(GinkgoT().TempDir(), "config.yaml")
 	writeConfig(configYAML(nil))
 	probeAddr = freeAddr()
@@ -122,6 +132,9 @@ func startServer() {
 	opts.ConfigPollInterval = time.Second
 	opts.MetricsBindAddress = "0"
 	opts.HealthProbeBindAddress = probeAddr
+	opts.LeaderElect = true
+	opts.LeaderElectionNamespace = serverNamespace
+	opts.ShutdownDelay = 0
 
 	srv, err := server.New(opts)
 	Expect(err).NotTo(HaveOccurred())
@@ -130,7 +143,7 @@ func startServer() {
 	serverDone = make(chan error, 1)
 	go func() {
 		defer GinkgoRecover()
-		serverDone <- srv.Run(logf.IntoContext(ctx, logf.Log), restConfig)
+		serverDone <- srv.Run(logf.IntoContext(ctx, logf.Log), serverConfig)
 	}()
 	DeferCleanup(func() {
 		stopServer()
@@ -180,6 +193,42 @@ func writeConfig(content string) {
 	tmp := configFile + ".tmp"
 	Expect(os.WriteFile(tmp, []byte(content), 0o600)).To(Succeed())
 	Expect(os.Rename(tmp, configFile)).To(Succeed())
+}
+
+// serverNamespace and serverServiceAccount are config/rbac's.
+const serverNamespace, serverServiceAccount = "endpoint-policy", "endpoint-policy"
+
+// installRBAC creates the server's namespace and applies config/rbac (the
+// chart's RBAC, test/chart keeps them equal), and returns a configuration
+// that impersonates the server's ServiceAccount. envtest's API server
+// authorizes with RBAC.
+func installRBAC(ctx context.Context) *rest.Config {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: serverNamespace}}
+	Expect(k8s.Create(ctx, ns)).To(Succeed())
+	dir := filepath.Join("..", "..", "config", "rbac")
+	entries, err := os.ReadDir(dir)
+	Expect(err).NotTo(HaveOccurred())
+	for _, e := range entries {
+		if e.Name() == "kustomization.yaml" {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		Expect(err).NotTo(HaveOccurred())
+		defer f.Close()
+		for d := utilyaml.NewYAMLOrJSONDecoder(f, 4096); ; {
+			obj := &unstructured.Unstructured{}
+			if err := d.Decode(&obj.Object); err == io.EOF {
+				break
+			} else {
+				Expect(err).NotTo(HaveOccurred(), e.Name())
+			}
+			Expect(k8s.Create(ctx, obj)).To(Succeed(), e.Name())
+		}
+	}
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: serviceaccount.MakeUsername(serverNamespace, serverServiceAccount)}
+	return cfg
 }
 
 func freeAddr() string {
