@@ -56,6 +56,19 @@ test: vet envtest tools ## Run all tests: unit, handler, envtest and chart suite
 test-unit: ## Run the tests that need no API server.
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
 
+# Fuzz targets as package:Target; their seed corpora (and any failing input
+# saved under testdata/fuzz) run in `make test`.
+FUZZ_TARGETS := ./internal/webhook:FuzzPodMutator ./internal/webhook:FuzzValidateWorkloads \
+	./internal/webhook:FuzzValidateKubeadmConfig ./internal/check:FuzzRead
+FUZZTIME ?= 2m
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 2m); a failing input is saved under the package's testdata/fuzz.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo ">> $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+		go test "$${t%%:*}" -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
+	done
+
 .PHONY: bench
 bench: envtest ## Run the benchmarks: handlers (Go benchmarks) and the kube-proxy controller at 500 nodes (envtest).
 	go test -run '^$$' -bench . -benchmem ./internal/...

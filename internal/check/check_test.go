@@ -30,7 +30,7 @@ func verdicts(r check.Report) []verdict {
 	return out
 }
 
-func defaultEngine(t *testing.T) *policy.Engine {
+func defaultEngine(t testing.TB) *policy.Engine {
 	t.Helper()
 	e, err := policies.Build(config.Default())
 	if err != nil {

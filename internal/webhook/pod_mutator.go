@@ -64,5 +64,5 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		// request ID.
 		logf.FromContext(ctx).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
 	}
-	return d.response(pod.Annotations != nil)
+	return d.response(annotationsOf(&pod.ObjectMeta))
 }

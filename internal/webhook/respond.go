@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
@@ -73,9 +75,35 @@ func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decisi
 // WouldVerb prefixes changes that are reported rather than made.
 const WouldVerb = "would "
 
-// response renders d. hasAnnotations says whether the object already has a
-// metadata.annotations map, which decides the shape of the annotation patch.
-func (d decision) response(hasAnnotations bool) admission.Response {
+// annotationsAt says what the object has of metadata.annotations, which
+// decides the shape of the annotation patch.
+type annotationsAt int
+
+const (
+	// noAnnotations: metadata exists without annotations; add the map.
+	noAnnotations annotationsAt = iota
+	// annotationsMap: metadata.annotations exists; one operation per key.
+	annotationsMap
+	// noMetadata: an object without metadata (the API server never sends
+	// one, fuzzing did); add metadata holding the map.
+	noMetadata
+)
+
+// annotationsOf says where meta's annotations are. A zero ObjectMeta is
+// treated as absent: replacing an empty metadata loses nothing.
+func annotationsOf(meta *metav1.ObjectMeta) annotationsAt {
+	switch {
+	case meta.Annotations != nil:
+		return annotationsMap
+	case equality.Semantic.DeepEqual(*meta, metav1.ObjectMeta{}):
+		return noMetadata
+	default:
+		return noAnnotations
+	}
+}
+
+// response renders d; at is where the object's annotations are.
+func (d decision) response(at annotationsAt) admission.Response {
 	if len(d.denials) > 0 {
 		resp := admission.Denied(strings.Join(d.denials, "; "))
 		resp.Warnings = d.warnings
@@ -84,7 +112,7 @@ func (d decision) response(hasAnnotations bool) admission.Response {
 	}
 	patch := d.patch
 	if len(d.annotations) > 0 || len(d.removals) > 0 {
-		patch = append(patch, annotationPatch(d.annotations, d.removals, hasAnnotations)...)
+		patch = append(patch, annotationPatch(d.annotations, d.removals, at)...)
 	}
 	var resp admission.Response
 	if len(patch) > 0 {
@@ -101,12 +129,14 @@ func (d decision) response(hasAnnotations bool) admission.Response {
 // annotations map, else one operation per key ("add" replaces an existing
 // key), in a stable order. removals are keys the object has (rules only
 // remove what is there); an object without annotations has none to remove.
-func annotationPatch(annotations map[string]string, removals []string, hasAnnotations bool) []jsonpatch.Operation {
-	if !hasAnnotations {
-		if len(annotations) == 0 {
-			return nil
-		}
+func annotationPatch(annotations map[string]string, removals []string, at annotationsAt) []jsonpatch.Operation {
+	switch {
+	case at != annotationsMap && len(annotations) == 0:
+		return nil
+	case at == noAnnotations:
 		return []jsonpatch.Operation{{Operation: "add", Path: "/metadata/annotations", Value: annotations}}
+	case at == noMetadata:
+		return []jsonpatch.Operation{{Operation: "add", Path: "/metadata", Value: map[string]any{"annotations": annotations}}}
 	}
 	ops := make([]jsonpatch.Operation, 0, len(annotations)+len(removals))
 	for _, k := range slices.Sorted(maps.Keys(annotations)) {

@@ -29,7 +29,7 @@ func TestDecideAndRespond(t *testing.T) {
 		name             string
 		results          []policy.Result
 		canDeny          bool
-		hasAnnotations   bool
+		at               annotationsAt
 		wantAllowed      bool
 		wantCode         int32
 		wantMessage      string
@@ -87,7 +87,7 @@ func TestDecideAndRespond(t *testing.T) {
 		{
 			name:    "mutation with annotations on an object with annotations: one op per key, sorted",
 			results: []policy.Result{{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{mutation, mutation}}},
-			canDeny: true, hasAnnotations: true, wantAllowed: true, wantCode: http.StatusOK,
+			canDeny: true, at: annotationsMap, wantAllowed: true, wantCode: http.StatusOK,
 			wantPatch: []jsonpatch.Operation{
 				{Operation: "add", Path: "/spec/y", Value: "1"},
 				{Operation: "add", Path: "/spec/y", Value: "1"},
@@ -103,7 +103,7 @@ func TestDecideAndRespond(t *testing.T) {
 				{Message: "unset again", RemoveAnnotations: []string{"example.io/z"}},
 				{Message: "set", Annotations: map[string]string{"example.io/a": "1"}},
 			}}},
-			canDeny: true, hasAnnotations: true, wantAllowed: true, wantCode: http.StatusOK,
+			canDeny: true, at: annotationsMap, wantAllowed: true, wantCode: http.StatusOK,
 			wantPatch: []jsonpatch.Operation{
 				{Operation: "add", Path: "/metadata/annotations/example.io~1a", Value: "1"},
 				{Operation: "remove", Path: "/metadata/annotations/example.io~1c"},
@@ -116,7 +116,7 @@ func TestDecideAndRespond(t *testing.T) {
 			results: []policy.Result{{Policy: "m", Mode: policy.Audit, Findings: []policy.Finding{
 				{Message: "remove example.io/z", RemoveAnnotations: []string{"example.io/z"}},
 			}}},
-			canDeny: true, hasAnnotations: true, wantAllowed: true, wantCode: http.StatusOK,
+			canDeny: true, at: annotationsMap, wantAllowed: true, wantCode: http.StatusOK,
 			wantWarnings:     []string{"[m] would remove example.io/z"},
 			wantAudit:        map[string]string{"m": "[m] would remove example.io/z"},
 			wantDecisionsFor: map[string]float64{"m/warn": 1},
@@ -129,7 +129,7 @@ func TestDecideAndRespond(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp := decide(tt.results, tt.canDeny, rec).response(tt.hasAnnotations)
+			resp := decide(tt.results, tt.canDeny, rec).response(tt.at)
 			if resp.Allowed != tt.wantAllowed {
 				t.Errorf("allowed = %v, want %v", resp.Allowed, tt.wantAllowed)
 			}

@@ -92,7 +92,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 	} else if !mayDeny && !isDryRun(req) {
 		v.record(obj, results)
 	}
-	return d.response(false)
+	return d.response(noAnnotations) // validation never patches
 }
 
 // record puts an Event per policy with violations on a pod that may not be
