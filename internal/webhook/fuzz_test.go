@@ -144,24 +144,20 @@ func FuzzPodMutator(f *testing.F) {
 }
 
 func FuzzValidateWorkloads(f *testing.F) {
-	for _, s := range fuzzSeeds() {
-		f.Add(s)
-	}
-	h := newFuzzValidator(f, webhook.ValidateWorkloadsPath, webhook.WorkloadKinds)
-	f.Fuzz(func(t *testing.T, body []byte) {
-		if resp := serve(t, h, webhook.ValidateWorkloadsPath, body); len(resp.Patch) > 0 {
-			t.Fatalf("a validating webhook answered with a patch: %s", resp.Patch)
-		}
-	})
+	fuzzValidator(f, webhook.ValidateWorkloadsPath, webhook.WorkloadKinds)
 }
 
 func FuzzValidateKubeadmConfig(f *testing.F) {
+	fuzzValidator(f, webhook.ValidateKubeadmConfigPath, webhook.KubeadmConfigKinds)
+}
+
+func fuzzValidator(f *testing.F, path string, kinds webhook.Kinds) {
 	for _, s := range fuzzSeeds() {
 		f.Add(s)
 	}
-	h := newFuzzValidator(f, webhook.ValidateKubeadmConfigPath, webhook.KubeadmConfigKinds)
+	h := newFuzzValidator(f, path, kinds)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if resp := serve(t, h, webhook.ValidateKubeadmConfigPath, body); len(resp.Patch) > 0 {
+		if resp := serve(t, h, path, body); len(resp.Patch) > 0 {
 			t.Fatalf("a validating webhook answered with a patch: %s", resp.Patch)
 		}
 	})
