@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -42,18 +41,11 @@ var _ = Describe("serving certificate", func() {
 	})
 })
 
-// servedSerial returns the serial number of the certificate the webhook
-// server presents now.
+// servedSerial returns the serial number of the certificate the suite's
+// webhook server presents now.
 func servedSerial() (string, error) {
 	wio := testEnv.WebhookInstallOptions
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp",
-		net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
-		&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reading the served certificate, not trusting it
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
+	return servedSerialAt(net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)))
 }
 
 func firstSerial(pemData []byte) string {

@@ -213,22 +213,41 @@ func installRBAC(ctx context.Context) *rest.Config {
 		if e.Name() == "kustomization.yaml" {
 			continue
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		Expect(err).NotTo(HaveOccurred())
-		defer f.Close()
-		for d := utilyaml.NewYAMLOrJSONDecoder(f, 4096); ; {
-			obj := &unstructured.Unstructured{}
-			if err := d.Decode(&obj.Object); err == io.EOF {
-				break
-			} else {
-				Expect(err).NotTo(HaveOccurred(), e.Name())
-			}
+		for _, obj := range readObjects(filepath.Join(dir, e.Name())) {
 			Expect(k8s.Create(ctx, obj)).To(Succeed(), e.Name())
 		}
 	}
 	cfg := rest.CopyConfig(restConfig)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: serviceaccount.MakeUsername(serverNamespace, serverServiceAccount)}
 	return cfg
+}
+
+// readObjects decodes the YAML documents of a file.
+func readObjects(path string) []*unstructured.Unstructured {
+	GinkgoHelper()
+	f, err := os.Open(path)
+	Expect(err).NotTo(HaveOccurred())
+	defer f.Close()
+	var out []*unstructured.Unstructured
+	for d := utilyaml.NewYAMLOrJSONDecoder(f, 4096); ; {
+		obj := &unstructured.Unstructured{}
+		if err := d.Decode(&obj.Object); err == io.EOF {
+			return out
+		} else {
+			Expect(err).NotTo(HaveOccurred(), path)
+		}
+		out = append(out, obj)
+	}
+}
+
+// grantLeaderElection gives the server's ServiceAccount config/rbac's leader
+// election Role in namespace ns too.
+func grantLeaderElection(ctx context.Context, ns string) {
+	GinkgoHelper()
+	for _, obj := range readObjects(filepath.Join("..", "..", "config", "rbac", "leader_election_role.yaml")) {
+		obj.SetNamespace(ns)
+		Expect(k8s.Create(ctx, obj)).To(Succeed())
+	}
 }
 
 func freeAddr() string {
