@@ -60,21 +60,24 @@ func withoutWebhooks(ctx context.Context, fn func()) {
 		Expect(k8s.Create(ctx, p, client.DryRunAll)).To(Succeed())
 		return len(p.Spec.Containers[0].Env) > 0
 	}
+	// Registered again however fn ends: a failure in fn must not leave
+	// the rest of the suite without webhooks.
+	defer func() {
+		By("registering the webhooks again")
+		for _, c := range mutating {
+			c.ObjectMeta = metav1.ObjectMeta{Name: c.Name, Labels: c.Labels, Annotations: c.Annotations}
+			Expect(k8s.Create(ctx, c)).To(Succeed())
+		}
+		for _, c := range validating {
+			c.ObjectMeta = metav1.ObjectMeta{Name: c.Name, Labels: c.Labels, Annotations: c.Annotations}
+			Expect(k8s.Create(ctx, c)).To(Succeed())
+		}
+		Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeTrue())
+	}()
 	By("waiting until the API server no longer calls the webhooks")
 	Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeFalse())
 
 	fn()
-
-	By("registering the webhooks again")
-	for _, c := range mutating {
-		c.ObjectMeta = metav1.ObjectMeta{Name: c.Name, Labels: c.Labels, Annotations: c.Annotations}
-		Expect(k8s.Create(ctx, c)).To(Succeed())
-	}
-	for _, c := range validating {
-		c.ObjectMeta = metav1.ObjectMeta{Name: c.Name, Labels: c.Labels, Annotations: c.Annotations}
-		Expect(k8s.Create(ctx, c)).To(Succeed())
-	}
-	Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeTrue())
 }
 
 func violations(id policy.ID, namespace, kind string) func() float64 {

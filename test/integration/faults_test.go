@@ -39,6 +39,7 @@ var _ = Describe("faults under load", Ordered, func() {
 		lb.add(r)
 		withoutWebhooks(ctx, func() {
 			faultWebhook(ctx, ns, "https://"+lb.addr()+epwebhook.MutatePodPath, admissionregistrationv1.Ignore, 3, nil)
+			untilMutated(ctx, ns)
 			l := startLoad(ctx, ns, 3)
 			l.waitFor(30)
 			Expect(l.unrewritten.Load()).To(BeZero(), "rewritten while the webhook is up")
@@ -74,6 +75,7 @@ var _ = Describe("faults under load", Ordered, func() {
 		withoutWebhooks(ctx, func() {
 			// Fail closed here, so that a failed call is a failed pod creation.
 			faultWebhook(ctx, ns, "https://"+lb.addr()+epwebhook.MutatePodPath, admissionregistrationv1.Fail, 3, nil)
+			untilMutated(ctx, ns)
 			l := startLoad(ctx, ns, 3)
 			l.waitFor(20)
 			for i, old := range []*replica{a, b} {
@@ -112,6 +114,7 @@ var _ = Describe("faults under load", Ordered, func() {
 		lb.add(r)
 		withoutWebhooks(ctx, func() {
 			faultWebhook(ctx, ns, "https://"+lb.addr()+epwebhook.MutatePodPath, admissionregistrationv1.Fail, 3, ca.pem)
+			untilMutated(ctx, ns)
 			l := startLoad(ctx, ns, 3)
 			l.waitFor(20)
 			Expect(servedSerialAt(r.addr())).To(Equal(firstSerial(crt1)))
@@ -141,11 +144,18 @@ var _ = Describe("faults under load", Ordered, func() {
 		lb.stall.Store(true)
 		withoutWebhooks(ctx, func() {
 			faultWebhook(ctx, ns, "https://"+lb.addr()+epwebhook.MutatePodPath, admissionregistrationv1.Ignore, 1, nil)
-			p := pod(ns, true, nil)
-			start := time.Now()
-			Expect(k8s.Create(ctx, p)).To(Succeed())
-			Expect(time.Since(start)).To(BeNumerically(">=", time.Second), "the API server waited for the webhook's timeout")
-			Expect(p.Spec.Containers[0].Env).To(BeEmpty())
+			// Once the API server calls the stalled webhook, a create waits
+			// for its timeout (1s), then succeeds without the rewrite.
+			Eventually(func() (time.Duration, error) {
+				p := pod(ns, true, nil)
+				start := time.Now()
+				err := k8s.Create(ctx, p)
+				if err == nil && len(p.Spec.Containers[0].Env) > 0 {
+					return 0, StopTrying("rewritten by a webhook that never answers")
+				}
+				return time.Since(start), err
+			}).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">=", time.Second),
+				"the API server waited for the webhook's timeout, then admitted the pod")
 		})
 	})
 })
@@ -156,7 +166,7 @@ var _ = Describe("slow or missing cluster state", func() {
 		metricsAddr := freeAddr()
 		r := startReplica("cold", "", "--kubeconfig="+kubeconfigOf("cold-cache"),
 			"--metrics-bind-address="+metricsAddr, "--metrics-secure=false")
-		Expect(r.logs.String()).To(ContainSubstring("forbidden"))
+		Eventually(r.logs.String).WithTimeout(settle).Should(ContainSubstring("forbidden"))
 		decisions := func() string {
 			GinkgoHelper()
 			resp, err := http.Get("http://" + metricsAddr + "/metrics")

@@ -330,11 +330,17 @@ func faultWebhook(ctx context.Context, ns, url string, failurePolicy admissionre
 	w.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
 	Expect(k8s.Create(ctx, c)).To(Succeed())
 	DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8s.Delete(ctx, c))).To(Succeed()) })
-	// The API server's webhook configuration informer takes a moment.
-	probe := pod(ns, true, nil)
-	Eventually(func() error {
-		return k8s.Create(ctx, probe.DeepCopy(), client.DryRunAll)
-	}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
+}
+
+// untilMutated waits until the API server calls the fault webhook of ns
+// (its configuration informer takes a moment): a dry-run pod is rewritten.
+func untilMutated(ctx context.Context, ns string) {
+	GinkgoHelper()
+	Eventually(func() (int, error) {
+		p := pod(ns, true, nil)
+		err := k8s.Create(ctx, p, client.DryRunAll)
+		return len(p.Spec.Containers[0].Env), err
+	}).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">", 0))
 }
 
 // load creates hostNetwork pods in a namespace from several goroutines, as
