@@ -31,7 +31,7 @@ import (
 	epwebhook "github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
 
-var _ = Describe("faults under load", Ordered, func() {
+var _ = Describe("faults under load", func() {
 	It("keeps creating pods when the webhook is killed (mutation fails open), and the audit reports the pods admitted without the rewrite", func(ctx context.Context) {
 		ns := newNamespace(ctx, nil)
 		r := startReplica("a", "")
