@@ -64,5 +64,9 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		// request ID.
 		logf.FromContext(ctx).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
 	}
-	return d.response(annotationsOf(&pod.ObjectMeta))
+	at := noAnnotations
+	if len(d.annotations) > 0 || len(d.removals) > 0 {
+		at = annotationsOf(&pod.ObjectMeta) // only when there is an annotation patch to shape
+	}
+	return d.response(at)
 }

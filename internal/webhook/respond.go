@@ -6,11 +6,11 @@ package webhook
 
 import (
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -95,7 +95,7 @@ func annotationsOf(meta *metav1.ObjectMeta) annotationsAt {
 	switch {
 	case meta.Annotations != nil:
 		return annotationsMap
-	case equality.Semantic.DeepEqual(*meta, metav1.ObjectMeta{}):
+	case reflect.ValueOf(meta).Elem().IsZero(): // through the pointer: no copy of the struct
 		return noMetadata
 	default:
 		return noAnnotations
