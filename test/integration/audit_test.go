@@ -73,6 +73,15 @@ func withoutWebhooks(ctx context.Context, fn func()) {
 			Expect(k8s.Create(ctx, c)).To(Succeed())
 		}
 		Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeTrue())
+		By("waiting until the API server calls the validating webhooks again")
+		Eventually(func() float64 {
+			before := webhookRequests("/validate-kubeadm-config")
+			// A kubeadm-config of the spec may exist: the webhook is called
+			// before the API server finds that out.
+			err := k8s.Create(ctx, kubeadmConfigMap("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"), client.DryRunAll)
+			Expect(client.IgnoreAlreadyExists(err)).To(Succeed())
+			return webhookRequests("/validate-kubeadm-config") - before
+		}).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">", 0))
 	}()
 	By("waiting until the API server no longer calls the webhooks")
 	Eventually(mutated).WithTimeout(settle).WithPolling(polling).Should(BeFalse())

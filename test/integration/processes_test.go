@@ -176,11 +176,23 @@ func httpStatus(url string) (int, error) {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	GinkgoHelper()
+	for {
+		// All interfaces, as the server binds its webhook port.
+		l, err := net.Listen("tcp", ":0")
+		Expect(err).NotTo(HaveOccurred())
+		port := l.Addr().(*net.TCPAddr).Port
+		Expect(l.Close()).To(Succeed())
+		// The kernel may hand a released port out again: never give the
+		// same one twice (a replica's webhook and health ports collided).
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
+	}
 }
+
+// handedOut holds the ports freePort returned.
+var handedOut sync.Map
 
 // loadBalancer forwards TCP connections on a loopback port to its ready
 // backends, round robin, and checks their /readyz every 100 ms (as the

@@ -37,6 +37,20 @@ func withWebhooksDown(ctx context.Context, fn func()) {
 	GinkgoHelper()
 	wio := testEnv.WebhookInstallOptions
 	withoutWebhooks(ctx, func() {
+		var down []client.Object
+		// Removed, and no longer called, before the real registrations
+		// come back: a dead fail-closed registration left in the API
+		// server's cache would refuse kubeadm-config in later specs.
+		defer func() {
+			By("removing the dead registrations")
+			for _, c := range down {
+				Expect(k8s.Delete(ctx, c)).To(Succeed())
+			}
+			Eventually(func() error {
+				err := k8s.Create(ctx, kubeadmConfigMap("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"), client.DryRunAll)
+				return client.IgnoreAlreadyExists(err)
+			}).WithTimeout(settle).WithPolling(polling).Should(Succeed(), "the dead kubeadm-config webhook is no longer called")
+		}()
 		for _, m := range wio.MutatingWebhooks {
 			c := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "down-" + m.Name}}
 			for _, w := range m.Webhooks {
@@ -45,7 +59,7 @@ func withWebhooksDown(ctx context.Context, fn func()) {
 				c.Webhooks = append(c.Webhooks, w)
 			}
 			Expect(k8s.Create(ctx, c)).To(Succeed())
-			DeferCleanup(func(ctx context.Context) { Expect(k8s.Delete(ctx, c)).To(Succeed()) })
+			down = append(down, c)
 		}
 		for _, v := range wio.ValidatingWebhooks {
 			c := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "down-" + v.Name}}
@@ -55,7 +69,7 @@ func withWebhooksDown(ctx context.Context, fn func()) {
 				c.Webhooks = append(c.Webhooks, w)
 			}
 			Expect(k8s.Create(ctx, c)).To(Succeed())
-			DeferCleanup(func(ctx context.Context) { Expect(k8s.Delete(ctx, c)).To(Succeed()) })
+			down = append(down, c)
 		}
 		By("waiting until the API server calls the dead endpoint (the fail-closed kubeadm-config webhook refuses)")
 		Eventually(func() error {
@@ -162,7 +176,11 @@ func webhookRequests(path string) float64 {
 
 var _ = Describe("Kubernetes' webhook conformance behaviours, against our server", func() {
 	It("shows the client our denial message", func(ctx context.Context) {
-		err := k8s.Create(ctx, kubeadmConfigMap("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\napiServer:\n  extraArgs:\n    - name: advertise-address\n      value: 10.0.0.11\n"))
+		cm := kubeadmConfigMap("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\napiServer:\n  extraArgs:\n    - name: advertise-address\n      value: 10.0.0.11\n")
+		err := k8s.Create(ctx, cm)
+		if err == nil {
+			DeferCleanup(func(ctx context.Context) { Expect(k8s.Delete(ctx, cm)).To(Succeed()) })
+		}
 		Expect(err).To(MatchError(And(
 			ContainSubstring(`admission webhook "validate-kubeadm-config.endpoint-policy.io" denied the request`),
 			ContainSubstring("[apiserver-advertise-address]"))))

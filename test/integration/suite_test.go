@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -115,7 +116,7 @@ var _ = BeforeSuite(func() {
 	serverConfig = installRBAC(context.Background())
 
 	configFile = filepath.Join(GinkgoT().TempDir(), "config.yaml")
-	writeConfig(configYAML(nil))
+	writeConfigFile(configYAML(nil))
 	probeAddr = freeAddr()
 	startServer()
 })
@@ -187,7 +188,24 @@ func configYAML(edit func(*config.PolicyConfiguration)) string {
 	return string(out)
 }
 
+// writeConfig replaces the running server's configuration file and waits
+// until the server has read it (valid or not): a spec never starts while the
+// previous one's configuration is still in force.
 func writeConfig(content string) {
+	GinkgoHelper()
+	if old, err := os.ReadFile(configFile); err == nil && string(old) == content {
+		return // no change, nothing to reload
+	}
+	reloads := func() float64 {
+		return counter("endpoint_policy_config_reloads_total", map[string]string{"result": "success"}) + reloadErrors()
+	}
+	before := reloads()
+	writeConfigFile(content)
+	Eventually(reloads).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">", before), "the server reads the new configuration")
+}
+
+func writeConfigFile(content string) {
+	GinkgoHelper()
 	// Write then rename, as a ConfigMap update does, so that the server never
 	// reads half a file.
 	tmp := configFile + ".tmp"
@@ -251,10 +269,8 @@ func grantLeaderElection(ctx context.Context, ns string) {
 }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().String()
+	GinkgoHelper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort()))
 }
 
 // newNamespace creates a namespace for one spec and deletes it afterwards.
