@@ -82,6 +82,8 @@ func serve(args []string, stderr io.Writer) int {
 		"Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	fs.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", opts.HealthProbeBindAddress,
 		"Address the /healthz and /readyz endpoints bind to.")
+	fs.StringVar(&opts.PprofBindAddress, "pprof-bind-address", "0",
+		"Address Go's /debug/pprof endpoints bind to, plain HTTP without authentication (profiling on a trusted address such as 127.0.0.1:6060); 0 disables them.")
 	fs.BoolVar(&opts.LeaderElect, "leader-elect", false,
 		"Elect a leader for the controllers, so that only one replica runs them.")
 	fs.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "",

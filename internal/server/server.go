@@ -49,6 +49,10 @@ type Options struct {
 	MetricsBindAddress string
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" disables it.
 	HealthProbeBindAddress string
+	// PprofBindAddress serves Go's /debug/pprof (plain HTTP, no
+	// authentication); "0" or "", the default, disables it. For profiling on
+	// a trusted address such as 127.0.0.1 (make bench), not for production.
+	PprofBindAddress string
 	// LeaderElect turns on leader election for controllers.
 	LeaderElect bool
 	// LeaderElectionNamespace holds the leader election Lease; "" means the
@@ -174,6 +178,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		// kube-proxy pods have their own, label-selected caches).
 		Cache:                   cluster.CacheOptions(),
 		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
+		PprofBindAddress:        opts.PprofBindAddress,
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
@@ -199,7 +204,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	register(epwebhook.MutatePodPath, &webhook.Admission{Handler: mutator})
+	register(epwebhook.MutatePodPath, epwebhook.Serve(mutator))
 
 	events := mgr.GetEventRecorder(EventSource)
 	for path, kinds := range map[string]epwebhook.Kinds{
@@ -210,7 +215,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		if err != nil {
 			return err
 		}
-		register(path, &webhook.Admission{Handler: validator})
+		register(path, epwebhook.Serve(validator))
 	}
 
 	// The kube-proxy pods are cached by the configured selectors, which

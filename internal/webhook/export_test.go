@@ -1,8 +1,13 @@
 package webhook
 
 import (
+	"fmt"
+	"reflect"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/metricstest"
 )
 
@@ -11,4 +16,27 @@ import (
 func DecisionCount(reg prometheus.Gatherer, policyID, action string) float64 {
 	v, _ := metricstest.Value(reg, "endpoint_policy_admission_decisions_total", map[string]string{"policy": policyID, "action": action})
 	return v
+}
+
+// MutatingDecodingsAgree runs the Mutating rules of engines on raw, a pod's
+// JSON, decoded whole (kinds.Pod, as the audit and the CLI decode) and as
+// the pod mutator decodes it, and returns how the results differ; "" when
+// they agree or when the whole pod does not decode (the mutator may then
+// still answer, from the fields it reads).
+func MutatingDecodingsAgree(engines *policy.Store, cluster policy.Cluster, raw []byte) string {
+	whole, err := kinds.Pod.Decode(raw)
+	if err != nil {
+		return ""
+	}
+	slim, _, err := decodeMutationPod(raw)
+	if err != nil {
+		return fmt.Sprintf("the whole pod decodes, the mutation pod does not: %v", err)
+	}
+	engine := engines.Load()
+	want := engine.EvaluateKind(policy.Target{Object: whole, Cluster: cluster}, policy.Mutating)
+	got := engine.EvaluateKind(policy.Target{Object: slim, Cluster: cluster}, policy.Mutating)
+	if !reflect.DeepEqual(got, want) {
+		return fmt.Sprintf("mutation pod: %+v\nwhole pod: %+v", got, want)
+	}
+	return ""
 }

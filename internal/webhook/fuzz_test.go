@@ -10,8 +10,8 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/tools/events"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/fixtures"
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
 
@@ -23,7 +23,9 @@ import (
 //   - a request that decodes gets its own UID back;
 //   - a patch is a JSON Patch that applies to the object;
 //   - mutation is idempotent: the patched object needs no further patch
-//     (reinvocationPolicy: IfNeeded relies on it).
+//     (reinvocationPolicy: IfNeeded relies on it);
+//   - the pod mutator, which decodes only what the Mutating rules read,
+//     gets the same results from them as a whole decoded pod.
 
 // fuzzSeeds are realistic requests and the bad inputs of the unit tests.
 func fuzzSeeds() [][]byte {
@@ -106,7 +108,7 @@ func newFuzzMutator(t testing.TB) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return (&admission.Webhook{Handler: m}).WithRecoverPanic(false)
+	return webhook.Serve(m).WithRecoverPanic(false)
 }
 
 func newFuzzValidator(t testing.TB, path string, kinds webhook.Kinds) http.Handler {
@@ -116,15 +118,25 @@ func newFuzzValidator(t testing.TB, path string, kinds webhook.Kinds) http.Handl
 	if err != nil {
 		t.Fatal(err)
 	}
-	return (&admission.Webhook{Handler: v}).WithRecoverPanic(false)
+	return webhook.Serve(v).WithRecoverPanic(false)
 }
 
 func FuzzPodMutator(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add(s)
 	}
+	for _, bp := range benchPods() {
+		f.Add(fixtures.Review(bp.pod, "pods"))
+	}
 	h := newFuzzMutator(f)
+	engines, _, _ := engineFor(f, "")
 	f.Fuzz(func(t *testing.T, body []byte) {
+		var req admissionv1.AdmissionReview
+		if json.Unmarshal(body, &req) == nil && req.Request != nil {
+			if diff := webhook.MutatingDecodingsAgree(engines, testCluster, req.Request.Object.Raw); diff != "" {
+				t.Fatalf("the pod mutator's decoding changes the Mutating rules' results:\n%s\nobject: %s", diff, req.Request.Object.Raw)
+			}
+		}
 		resp := serve(t, h, webhook.MutatePodPath, body)
 		obj := patched(t, body, resp)
 		if obj == nil {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -51,11 +50,10 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
-	obj, err := decode(req.Object.Raw, kinds.Pod)
+	pod, at, err := decodeMutationPod(req.Object.Raw)
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	pod := obj.(*corev1.Pod)
 
 	results := m.engines.Load().EvaluateKind(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
 	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
@@ -63,10 +61,6 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		// The request's logger already names the pod, the user and the
 		// request ID.
 		logf.FromContext(ctx).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
-	}
-	at := noAnnotations
-	if len(d.annotations) > 0 || len(d.removals) > 0 {
-		at = annotationsOf(&pod.ObjectMeta) // only when there is an annotation patch to shape
 	}
 	return d.response(at)
 }

@@ -15,7 +15,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
@@ -88,7 +87,7 @@ func newHarness(t *testing.T, cfgYAML string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{handler: &admission.Webhook{Handler: m}, reg: reg}
+	return &harness{handler: webhook.Serve(m), reg: reg}
 }
 
 // call posts body as the API server would and returns the response.
@@ -447,33 +446,5 @@ func TestPodMutatorKubeProxy(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// BenchmarkPodMutator measures the handler on a pinned cilium-operator pod:
-// decode, evaluate, build the patch (no HTTP).
-func BenchmarkPodMutator(b *testing.B) {
-	engine, err := policies.Build(config.Default())
-	if err != nil {
-		b.Fatal(err)
-	}
-	rec, err := metrics.NewRecorder(prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := webhook.NewPodMutator(policy.NewStore(engine), testCluster, rec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var ar admissionv1.AdmissionReview
-	if err := json.Unmarshal([]byte(review("CREATE", "pods", pinnedPod)), &ar); err != nil {
-		b.Fatal(err)
-	}
-	req := admission.Request{AdmissionRequest: *ar.Request}
-	b.ReportAllocs()
-	for b.Loop() {
-		if resp := m.Handle(b.Context(), req); len(resp.Patches) != 3 {
-			b.Fatalf("want 3 operations, got %d", len(resp.Patches))
-		}
 	}
 }

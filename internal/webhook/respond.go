@@ -6,12 +6,10 @@ package webhook
 
 import (
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
@@ -88,19 +86,6 @@ const (
 	// one, fuzzing did); add metadata holding the map.
 	noMetadata
 )
-
-// annotationsOf says where meta's annotations are. A zero ObjectMeta is
-// treated as absent: replacing an empty metadata loses nothing.
-func annotationsOf(meta *metav1.ObjectMeta) annotationsAt {
-	switch {
-	case meta.Annotations != nil:
-		return annotationsMap
-	case reflect.ValueOf(meta).Elem().IsZero(): // through the pointer: no copy of the struct
-		return noMetadata
-	default:
-		return noAnnotations
-	}
-}
 
 // response renders d; at is where the object's annotations are.
 func (d decision) response(at annotationsAt) admission.Response {

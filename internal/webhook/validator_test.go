@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/tools/events"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
@@ -78,7 +77,7 @@ func newValidatorHarness(t *testing.T, kinds webhook.Kinds, cfgYAML string) *val
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &validatorHarness{handler: &admission.Webhook{Handler: v}, reg: reg, events: ev}
+	return &validatorHarness{handler: webhook.Serve(v), reg: reg, events: ev}
 }
 
 func (h *validatorHarness) call(t *testing.T, r validationReview) *admissionv1.AdmissionResponse {
@@ -248,38 +247,5 @@ func TestPodMutatorLeavesValidationToTheValidator(t *testing.T) {
 	resp := h.call(t, review("CREATE", "pods", apiServerMirrorPod))
 	if !resp.Allowed || len(resp.Warnings) != 0 {
 		t.Errorf("the mutating webhook ran a validating policy: %+v", resp)
-	}
-}
-
-// BenchmarkValidator measures the validating path on a kubeadm kube-apiserver
-// mirror pod with a pinned probe (decode, three policies, warnings) and on
-// the kubeadm-config ConfigMap (YAML parse of the ClusterConfiguration).
-func BenchmarkValidator(b *testing.B) {
-	for _, bc := range []struct {
-		name   string
-		kinds  webhook.Kinds
-		review validationReview
-	}{
-		{"kube-apiserver mirror pod", webhook.WorkloadKinds, validationReview{operation: "CREATE", resource: "/v1/pods", object: apiServerMirrorPod}},
-		{"kubeadm-config", webhook.KubeadmConfigKinds, validationReview{operation: "CREATE", resource: "/v1/configmaps", object: kubeadmConfigShared}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			engines, rec, _ := engineFor(b, "")
-			v, err := webhook.NewValidator("/validate", bc.kinds, engines, nil, rec, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var ar admissionv1.AdmissionReview
-			if err := json.Unmarshal([]byte(bc.review.String()), &ar); err != nil {
-				b.Fatal(err)
-			}
-			req := admission.Request{AdmissionRequest: *ar.Request}
-			b.ReportAllocs()
-			for b.Loop() {
-				if resp := v.Handle(b.Context(), req); resp.Result == nil {
-					b.Fatal("no result")
-				}
-			}
-		})
 	}
 }

@@ -131,13 +131,20 @@ func waitForAnnotated(ctx context.Context, namespace string, want int, start tim
 // error.
 func parallel(n int, f func(i int) error) {
 	GinkgoHelper()
+	parallelN(benchWorkers, n, f)
+}
+
+// parallelN runs f(0..n-1) on workers goroutines and fails on the first
+// error.
+func parallelN(workers, n int, f func(i int) error) {
+	GinkgoHelper()
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
 	)
 	next := make(chan int)
-	for range benchWorkers {
+	for range workers {
 		wg.Go(func() {
 			for i := range next {
 				if err := f(i); err != nil {

@@ -51,14 +51,8 @@ var (
 func serverBinary() string {
 	GinkgoHelper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "endpoint-policy-it-")
-		Expect(err).NotTo(HaveOccurred())
-		serverBinaryPath = filepath.Join(dir, "endpoint-policy")
-		build := exec.Command("go", "build", "-o", serverBinaryPath, "./cmd/endpoint-policy")
-		build.Dir = filepath.Join("..", "..")
-		out, err := build.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), "go build: %s", out)
-
+		serverBinaryPath = goBuild("./cmd/endpoint-policy")
+		dir := filepath.Dir(serverBinaryPath)
 		sa, err := testEnv.AddUser(envtest.User{
 			Name:   serviceaccount.MakeUsername(serverNamespace, serverServiceAccount),
 			Groups: serviceaccount.MakeGroupNames(serverNamespace),
@@ -72,15 +66,47 @@ func serverBinary() string {
 	return serverBinaryPath
 }
 
+// goBuild builds the main package pkg of the module into a temporary
+// directory and returns the binary's path.
+func goBuild(pkg string) string {
+	GinkgoHelper()
+	dir, err := os.MkdirTemp("", "endpoint-policy-it-")
+	Expect(err).NotTo(HaveOccurred())
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	build.Dir = filepath.Join("..", "..")
+	out, err := build.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "go build %s: %s", pkg, out)
+	return bin
+}
+
 // replica is one `endpoint-policy serve` process.
 type replica struct {
 	name       string
 	cmd        *exec.Cmd
 	port       int
 	healthAddr string
-	logs       *syncBuffer
+	logs       logSink
 	exited     chan struct{}
 	exitErr    error
+}
+
+// logSink holds a replica's output, for the report of a failed spec.
+type logSink interface {
+	io.Writer
+	String() string
+}
+
+// fileLog is a logSink on a file: the benchmarks' replicas write their logs
+// there, as a container runtime does, instead of into the test's memory.
+type fileLog struct{ *os.File }
+
+func (f fileLog) String() string {
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 type syncBuffer struct {
@@ -105,12 +131,17 @@ func (s *syncBuffer) String() string {
 // until it is ready. It is killed when the spec ends.
 func startReplica(name, certDir string, extra ...string) *replica {
 	GinkgoHelper()
+	return launchReplica(name, certDir, &syncBuffer{}, extra)
+}
+
+func launchReplica(name, certDir string, logs logSink, extra []string) *replica {
+	GinkgoHelper()
 	bin := serverBinary()
 	if certDir == "" {
 		certDir = testEnv.WebhookInstallOptions.LocalServingCertDir
 	}
 	port := freePort()
-	r := &replica{name: name, port: port, healthAddr: freeAddr(), logs: &syncBuffer{}, exited: make(chan struct{})}
+	r := &replica{name: name, port: port, healthAddr: freeAddr(), logs: logs, exited: make(chan struct{})}
 	args := append([]string{"serve",
 		"--kubeconfig=" + saKubeconfigPath,
 		fmt.Sprintf("--webhook-port=%d", port),
