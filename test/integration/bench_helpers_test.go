@@ -63,13 +63,17 @@ func procCPU(pid int) time.Duration {
 }
 
 // procRSS is process pid's resident set size in bytes (VmRSS).
-func procRSS(pid int) uint64 {
+func procRSS(pid int) uint64 { return procStatus(pid, "VmRSS") }
+
+// procStatus reads a size in kB from /proc/pid/status (VmRSS, RssAnon,
+// RssFile), in bytes; 0 when the process is gone.
+func procStatus(pid int, field string) uint64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb * 1024
 		}
