@@ -72,10 +72,20 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 2m); a failing input is save
 		go test "$${t%%:*}" -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME); \
 	done
 
+# make bench writes its report here: handlers.md, server.md, e2e.md,
+# memory.md, kube-proxy.md, the server's CPU profile, and report.md (all).
+BENCH_DIR ?= $(LOCALBIN)/bench
+# Runs of each Go benchmark, for min/median/max.
+BENCH_COUNT ?= 5
+
 .PHONY: bench
-bench: envtest ## Run the benchmarks: handlers (Go benchmarks) and the kube-proxy controller at 500 nodes (envtest).
-	go test -run '^$$' -bench . -benchmem ./internal/...
-	$(BENCH_ENV) KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -count=1 -timeout 30m -v ./test/integration/ -run TestIntegration -args -ginkgo.label-filter=bench
+bench: envtest ## Run the benchmarks and write the report to $(BENCH_DIR) (docs/performance.md).
+	@mkdir -p $(BENCH_DIR)
+	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./internal/... | tee $(BENCH_DIR)/handlers.txt
+	go run ./hack/benchsummary < $(BENCH_DIR)/handlers.txt > $(BENCH_DIR)/handlers.md
+	$(BENCH_ENV) ENDPOINT_POLICY_BENCH_DIR=$(BENCH_DIR) KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -count=1 -timeout 60m -v ./test/integration/ -run TestIntegration -args -ginkgo.label-filter=bench
+	cat $(BENCH_DIR)/handlers.md $(BENCH_DIR)/server.md $(BENCH_DIR)/e2e.md $(BENCH_DIR)/kube-proxy.md $(BENCH_DIR)/memory.md > $(BENCH_DIR)/report.md
+	@echo "make bench: report in $(BENCH_DIR)/report.md"
 
 .PHONY: envtest
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd from Go modules into bin/ (once).

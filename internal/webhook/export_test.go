@@ -28,9 +28,13 @@ func MutatingDecodingsAgree(engines *policy.Store, cluster policy.Cluster, raw [
 	if err != nil {
 		return ""
 	}
-	slim, _, err := decodeMutationPod(raw)
+	mp, err := decodeMutationPod(raw)
 	if err != nil {
 		return fmt.Sprintf("the whole pod decodes, the mutation pod does not: %v", err)
+	}
+	slim, _, err := mp.pod()
+	if err != nil {
+		return fmt.Sprintf("the whole pod decodes, the mutation pod is refused: %v", err)
 	}
 	engine := engines.Load()
 	want := engine.EvaluateKind(policy.Target{Object: whole, Cluster: cluster}, policy.Mutating)

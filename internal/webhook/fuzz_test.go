@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/fixtures"
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
@@ -25,7 +27,9 @@ import (
 //   - mutation is idempotent: the patched object needs no further patch
 //     (reinvocationPolicy: IfNeeded relies on it);
 //   - the pod mutator, which decodes only what the Mutating rules read,
-//     gets the same results from them as a whole decoded pod.
+//     gets the same results from them as a whole decoded pod;
+//   - it answers the same whether its pod is decoded with the review (one
+//     pass, as served) or from req.Object.Raw.
 
 // fuzzSeeds are realistic requests and the bad inputs of the unit tests.
 func fuzzSeeds() [][]byte {
@@ -129,7 +133,14 @@ func FuzzPodMutator(f *testing.F) {
 		f.Add(fixtures.Review(bp.pod, "pods"))
 	}
 	h := newFuzzMutator(f)
-	engines, _, _ := engineFor(f, "")
+	engines, rec, _ := engineFor(f, "")
+	m, err := webhook.NewPodMutator(engines, testCluster, rec)
+	if err != nil {
+		f.Fatal(err)
+	}
+	// The same mutator without the one-pass decoding: it decodes
+	// req.Object.Raw, as admission.Handlers do.
+	twoPass := webhook.Serve(admission.HandlerFunc(m.Handle)).WithRecoverPanic(false)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req admissionv1.AdmissionReview
 		if json.Unmarshal(body, &req) == nil && req.Request != nil {
@@ -138,6 +149,9 @@ func FuzzPodMutator(f *testing.F) {
 			}
 		}
 		resp := serve(t, h, webhook.MutatePodPath, body)
+		if want := serve(t, twoPass, webhook.MutatePodPath, body); !reflect.DeepEqual(resp, want) {
+			t.Fatalf("the one-pass decoding answers %+v, the two-pass one %+v", resp, want)
+		}
 		obj := patched(t, body, resp)
 		if obj == nil {
 			return

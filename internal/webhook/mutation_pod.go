@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -77,17 +78,24 @@ func (e *mutationEnv) UnmarshalJSON(b []byte) error {
 // someSource stands for any valueFrom: the rules only test it against nil.
 var someSource = &corev1.EnvVarSource{}
 
-// decodeMutationPod decodes raw, a v1 Pod, into a Pod holding only what
-// the Mutating rules read, and says where its annotations are.
-func decodeMutationPod(raw []byte) (*corev1.Pod, annotationsAt, error) {
+var errNoObject = errors.New("admission request has no object")
+
+// decodeMutationPod decodes raw, a v1 Pod, as the Mutating rules read it.
+func decodeMutationPod(raw []byte) (*mutationPod, error) {
 	if len(raw) == 0 {
-		return nil, 0, fmt.Errorf("admission request has no object")
+		return nil, errNoObject
 	}
 	var m mutationPod
 	// Case-sensitive, as the API server decodes.
 	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &m); err != nil {
-		return nil, 0, fmt.Errorf("cannot decode object as a %s: %w", kinds.Pod, err)
+		return nil, fmt.Errorf("cannot decode object as a %s: %w", kinds.Pod, err)
 	}
+	return &m, nil
+}
+
+// pod checks m's kind and returns a Pod holding only what the Mutating
+// rules read, and says where its annotations are.
+func (m *mutationPod) pod() (*corev1.Pod, annotationsAt, error) {
 	if (m.APIVersion != "" || m.Kind != "") && (m.APIVersion != "v1" || m.Kind != "Pod") {
 		return nil, 0, fmt.Errorf("object is a %s %s, not a %s", m.APIVersion, m.Kind, kinds.Pod)
 	}

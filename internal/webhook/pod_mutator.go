@@ -43,6 +43,30 @@ func NewPodMutator(engines *policy.Store, cluster policy.Cluster, rec *metrics.R
 
 // Handle implements admission.Handler.
 func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	return m.handle(ctx, req, func() (*mutationPod, error) { return decodeMutationPod(req.Object.Raw) })
+}
+
+// newObject and handleDecoded implement objectDecoder: Reviews decodes the
+// pod with the review, in one pass.
+func (m *PodMutator) newObject() any { return &mutationPod{} }
+
+func (m *PodMutator) decoded(obj any) bool {
+	mp, ok := obj.(*mutationPod)
+	return ok && mp != nil && (mp.APIVersion != "" || mp.Kind != "" || mp.Metadata != nil ||
+		mp.Spec.HostNetwork || mp.Spec.NodeName != "" || mp.Spec.InitContainers != nil || mp.Spec.Containers != nil)
+}
+
+func (m *PodMutator) handleDecoded(ctx context.Context, req admission.Request, obj any) admission.Response {
+	return m.handle(ctx, req, func() (*mutationPod, error) {
+		mp, ok := obj.(*mutationPod)
+		if !ok || mp == nil {
+			return nil, errNoObject
+		}
+		return mp, nil
+	})
+}
+
+func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode func() (*mutationPod, error)) admission.Response {
 	if req.Resource != kinds.Pod.Resource || req.SubResource != "" {
 		return admission.Errored(http.StatusBadRequest,
 			fmt.Errorf("%s serves v1 pods, got resource %q subresource %q", MutatePodPath, req.Resource.String(), req.SubResource))
@@ -50,7 +74,11 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
-	pod, at, err := decodeMutationPod(req.Object.Raw)
+	mp, err := decode()
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	pod, at, err := mp.pod()
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}

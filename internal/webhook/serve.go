@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -31,12 +33,56 @@ const MaxRequestBytes = 7 << 20
 // BenchmarkPodMutator/*/ours/http.
 type Reviews struct {
 	webhook *admission.Webhook
+	decoder objectDecoder // nil: the handler decodes req.Object.Raw
 	log     logr.Logger
 }
 
+// objectDecoder is a handler whose object is decoded with the review, in
+// the same pass over the body, instead of copied to req.Object.Raw and
+// parsed again (the pod mutator: BenchmarkPodMutator/*/ours/http).
+type objectDecoder interface {
+	admission.Handler
+	// newObject returns a pointer to decode the request's object into.
+	newObject() any
+	// decoded reports whether the review's decoding put an object into obj:
+	// false for none (an absent "object" leaves it as newObject made it),
+	// and the request is then decoded the usual way.
+	decoded(obj any) bool
+	// handleDecoded answers req, whose object was decoded into obj; obj is
+	// nil when the request has none.
+	handleDecoded(ctx context.Context, req admission.Request, obj any) admission.Response
+}
+
+// decodedObject is the context key of the object decoded with the review.
+type decodedObject struct{}
+
 // Serve returns the HTTP handler of h.
 func Serve(h admission.Handler) *Reviews {
-	return &Reviews{webhook: &admission.Webhook{Handler: h}, log: logf.Log.WithName("admission")}
+	rv := &Reviews{log: logf.Log.WithName("admission")}
+	if d, ok := h.(objectDecoder); ok {
+		rv.decoder = d
+		h = admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+			if obj, ok := ctx.Value(decodedObject{}).(*any); ok {
+				return d.handleDecoded(ctx, req, *obj)
+			}
+			return d.Handle(ctx, req)
+		})
+	}
+	rv.webhook = &admission.Webhook{Handler: h}
+	return rv
+}
+
+// reviewWithObject is an AdmissionReview whose request's object is decoded
+// into Object's pointer (encoding/json fills a pointer held by a non-nil
+// interface) rather than into AdmissionRequest.Object, which it shadows.
+type reviewWithObject struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *requestWithObject `json:"request,omitempty"`
+}
+
+type requestWithObject struct {
+	admissionv1.AdmissionRequest `json:",inline"`
+	Object                       any `json:"object,omitempty"`
 }
 
 // WithRecoverPanic sets whether a panic in the handler is answered with an
@@ -73,24 +119,49 @@ func (rv *Reviews) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var req admission.Request
-	review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
-		rv.fail(w, http.StatusBadRequest, fmt.Errorf("cannot decode the AdmissionReview: %w", err))
+	var (
+		req        admission.Request
+		typeMeta   *metav1.TypeMeta
+		hasRequest bool
+		decodeErr  error
+		ctx        = r.Context()
+	)
+	if rv.decoder != nil {
+		withObject := &requestWithObject{Object: rv.decoder.newObject()}
+		review := reviewWithObject{Request: withObject}
+		decodeErr = sigsjson.UnmarshalCaseSensitivePreserveInts(body, &review)
+		typeMeta, hasRequest = &review.TypeMeta, review.Request != nil
+		req.AdmissionRequest = withObject.AdmissionRequest
+		ctx = context.WithValue(ctx, decodedObject{}, &withObject.Object)
+	}
+	if rv.decoder != nil && decodeErr == nil && !rv.decoder.decoded(*ctx.Value(decodedObject{}).(*any)) {
+		decodeErr = errNoObject // decoded again below, as without a decoder
+	}
+	if rv.decoder == nil || decodeErr != nil {
+		// Also when the object did not decode with the review: the
+		// handler then decodes req.Object.Raw itself, and its answer names
+		// the object and carries the request's UID.
+		req, ctx = admission.Request{}, r.Context()
+		review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
+		decodeErr = sigsjson.UnmarshalCaseSensitivePreserveInts(body, &review)
+		typeMeta, hasRequest = &review.TypeMeta, review.Request != nil
+	}
+	if decodeErr != nil {
+		rv.fail(w, http.StatusBadRequest, fmt.Errorf("cannot decode the AdmissionReview: %w", decodeErr))
 		return
 	}
 	// v1beta1 has v1's shape; the answer has the request's version.
-	gvk := review.GroupVersionKind()
+	gvk := typeMeta.GroupVersionKind()
 	if gvk != reviewV1 && gvk != reviewV1beta1 {
 		rv.fail(w, http.StatusBadRequest, fmt.Errorf("the request is not an AdmissionReview of admission.k8s.io/v1 (or v1beta1): apiVersion %q, kind %q",
-			review.APIVersion, review.Kind))
+			typeMeta.APIVersion, typeMeta.Kind))
 		return
 	}
-	if review.Request == nil {
+	if !hasRequest {
 		rv.fail(w, http.StatusBadRequest, errors.New("the AdmissionReview has no request"))
 		return
 	}
-	resp := rv.webhook.Handle(r.Context(), req)
+	resp := rv.webhook.Handle(ctx, req)
 	rv.write(w, gvk, &resp.AdmissionResponse)
 }
 

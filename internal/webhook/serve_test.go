@@ -30,6 +30,12 @@ func TestReviews(t *testing.T) {
 			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: `not an AdmissionReview of admission.k8s.io/v1 (or v1beta1): apiVersion "", kind ""`},
 		{name: "null request", contentType: "application/json", body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}`,
 			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "has no request"},
+		{name: "no object", contentType: "application/json", body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"CREATE","resource":{"version":"v1","resource":"pods"}}}`,
+			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "admission request has no object"},
+		{name: "null object", contentType: "application/json", body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"CREATE","resource":{"version":"v1","resource":"pods"},"object":null}}`,
+			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "admission request has no object"},
+		{name: "an object the pod type cannot hold", contentType: "application/json", body: review("CREATE", "pods", `{"spec":{"hostNetwork":"yes"}}`),
+			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "cannot decode object as a v1 Pod"},
 		{name: "not JSON", contentType: "application/yaml", body: review("CREATE", "pods", pinnedPod),
 			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "expected application/json"},
 	} {

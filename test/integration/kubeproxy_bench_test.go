@@ -3,13 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/onsi/gomega/gmeasure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -40,9 +38,7 @@ var _ = Describe("BenchmarkNodeDeleting500Nodes", Label("bench"), Ordered, func(
 		nodes []*corev1.Node
 	)
 	BeforeAll(func(ctx context.Context) {
-		if os.Getenv(BenchEnv) == "" {
-			Skip("a benchmark: run with make bench (" + BenchEnv + "=1)")
-		}
+		skipUnlessBench()
 		ns = newNamespace(ctx, nil)
 		nodes = make([]*corev1.Node, benchNodes)
 		DeferCleanup(func(ctx context.Context) {
@@ -62,8 +58,7 @@ var _ = Describe("BenchmarkNodeDeleting500Nodes", Label("bench"), Ordered, func(
 	})
 
 	It("annotates every kube-proxy pod of 500 nodes tainted at once", func(ctx context.Context) {
-		exp := gmeasure.NewExperiment("kube-proxy-node-deleting, 500 nodes tainted at once")
-		AddReportEntry(exp.Name, exp)
+		var tainted, annotated, removed spread
 		for round := range benchRounds {
 			start := time.Now()
 			parallel(benchNodes, func(i int) error {
@@ -72,8 +67,8 @@ var _ = Describe("BenchmarkNodeDeleting500Nodes", Label("bench"), Ordered, func(
 				n.Spec.Taints = []corev1.Taint{{Key: kubeproxy.ToBeDeletedTaint, Value: fmt.Sprint(start.Unix()), Effect: corev1.TaintEffectNoSchedule}}
 				return k8s.Patch(ctx, n, patch)
 			})
-			exp.RecordDuration("taint 500 nodes (client)", time.Since(start))
-			exp.RecordDuration("until all 500 pods are annotated", waitForAnnotated(ctx, ns, benchNodes, start))
+			tainted = append(tainted, time.Since(start).Seconds())
+			annotated = append(annotated, waitForAnnotated(ctx, ns, benchNodes, start).Seconds())
 
 			start = time.Now()
 			parallel(benchNodes, func(i int) error {
@@ -82,10 +77,19 @@ var _ = Describe("BenchmarkNodeDeleting500Nodes", Label("bench"), Ordered, func(
 				n.Spec.Taints = nil
 				return k8s.Patch(ctx, n, patch)
 			})
-			exp.RecordDuration("until all 500 annotations are removed", waitForAnnotated(ctx, ns, 0, start))
+			removed = append(removed, waitForAnnotated(ctx, ns, 0, start).Seconds())
 			GinkgoWriter.Printf("round %d done\n", round+1)
 		}
-		fmt.Fprintln(os.Stdout, exp.String())
+		writeBenchReport("kube-proxy.md", fmt.Sprintf(`## Controller: %d nodes tainted at once
+
+Machine: %s. The suite's server (leader) annotates; %d concurrent PATCHes taint the nodes; a watch on the pods sees the annotations. Seconds, median (min–max) over %d rounds.
+
+| Measure | s |
+|---|---|
+| taint %d nodes (client) | %s |
+| from the first PATCH until all %d pods are annotated | %s |
+| from the first untaint until all %d annotations are removed | %s |
+`, benchNodes, machine(), benchWorkers, benchRounds, benchNodes, tainted, benchNodes, annotated, benchNodes, removed))
 	})
 })
 

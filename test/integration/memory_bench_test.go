@@ -121,4 +121,3 @@ func heapInuse(profile []byte) float64 {
 	Fail("no HeapInuse in the heap profile")
 	return 0
 }
-
