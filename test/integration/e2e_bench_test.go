@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -63,11 +61,9 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 
 	It("adds to a hostNetwork pod creation about what the minimal webhook and a MutatingAdmissionPolicy add", func(ctx context.Context) {
 		skipUnlessBench()
-		logs, err := os.Create(filepath.Join(GinkgoT().TempDir(), "server.log"))
-		Expect(err).NotTo(HaveOccurred())
 		// A follower, as every replica but the leader is: admission only; the
 		// suite's server holds the lease and runs the controllers.
-		ours := launchReplica("e2e", "", fileLog{logs}, []string{"--leader-elect", "--leader-election-namespace=" + serverNamespace})
+		ours := launchReplica("e2e", "", newFileLog("server.log"), []string{"--leader-elect", "--leader-election-namespace=" + serverNamespace})
 		minimal := startMinimalWebhook()
 
 		cfg := rest.CopyConfig(restConfig)

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -78,10 +76,8 @@ type memory struct{ rss, anon, file, heap float64 } // MiB
 // startMeasuredReplica starts a replica with its pprof endpoint on loopback.
 func startMeasuredReplica(name string) *measuredReplica {
 	GinkgoHelper()
-	logs, err := os.Create(filepath.Join(GinkgoT().TempDir(), name+".log"))
-	Expect(err).NotTo(HaveOccurred())
 	pprofAddr := freeAddr()
-	return &measuredReplica{launchReplica(name, "", fileLog{logs}, []string{"--pprof-bind-address=" + pprofAddr}), pprofAddr}
+	return &measuredReplica{launchReplica(name, "", newFileLog(name+".log"), []string{"--pprof-bind-address=" + pprofAddr}), pprofAddr}
 }
 
 type measuredReplica struct {

@@ -66,12 +66,23 @@ func serverBinary() string {
 	return serverBinaryPath
 }
 
+// builtDirs are goBuild's directories, removed after the suite.
+var builtDirs sync.Map
+
+var _ = AfterSuite(func() {
+	builtDirs.Range(func(dir, _ any) bool {
+		Expect(os.RemoveAll(dir.(string))).To(Succeed())
+		return true
+	})
+})
+
 // goBuild builds the main package pkg of the module into a temporary
 // directory and returns the binary's path.
 func goBuild(pkg string) string {
 	GinkgoHelper()
 	dir, err := os.MkdirTemp("", "endpoint-policy-it-")
 	Expect(err).NotTo(HaveOccurred())
+	builtDirs.Store(dir, true)
 	bin := filepath.Join(dir, filepath.Base(pkg))
 	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Dir = filepath.Join("..", "..")
@@ -100,6 +111,15 @@ type logSink interface {
 // fileLog is a logSink on a file: the benchmarks' replicas write their logs
 // there, as a container runtime does, instead of into the test's memory.
 type fileLog struct{ *os.File }
+
+// newFileLog creates name in the spec's temporary directory.
+func newFileLog(name string) fileLog {
+	GinkgoHelper()
+	f, err := os.Create(filepath.Join(GinkgoT().TempDir(), name))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(f.Close)
+	return fileLog{f}
+}
 
 func (f fileLog) String() string {
 	b, err := os.ReadFile(f.Name())

@@ -43,10 +43,8 @@ var _ = Describe("BenchmarkServer", Label("bench"), func() {
 
 	It("serves the AdmissionReviews of a hostNetwork pod at fixed rates and at saturation, side by side with the minimal webhook", func(ctx context.Context) {
 		skipUnlessBench()
-		logs, err := os.Create(filepath.Join(GinkgoT().TempDir(), "server.log"))
-		Expect(err).NotTo(HaveOccurred())
 		pprofAddr := freeAddr()
-		ours := launchReplica("bench", "", fileLog{logs}, []string{"--pprof-bind-address=" + pprofAddr})
+		ours := launchReplica("bench", "", newFileLog("server.log"), []string{"--pprof-bind-address=" + pprofAddr})
 		minimal := startMinimalWebhook()
 		body := fixtures.Review(fixtures.CiliumOperator(), "pods")
 
