@@ -25,6 +25,8 @@ const MutatePodPath = "/mutate-v1-pod"
 // emits only the JSON patch operations the policies ask for, instead of
 // re-marshalling the whole pod and diffing it (PatchResponseFromRaw), which is
 // both slower on this hot path and drops fields the Go type does not know.
+// It decodes only what the Mutating rules read (mutationPod); served by
+// Reviews, in the same pass as the review.
 type PodMutator struct {
 	engines *policy.Store
 	cluster policy.Cluster
