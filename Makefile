@@ -1,5 +1,10 @@
 # endpoint-policy
 
+# Every recipe line fails on the first failing command, pipes included
+# (`go test | tee` in bench), as kubebuilder's Makefile sets it.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
 # Tools and the envtest control plane live in ./bin (gitignored).
 LOCALBIN ?= $(CURDIR)/bin
 # kube-apiserver and etcd versions come from the modules that build them.
@@ -9,12 +14,14 @@ ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION:v%=%)-etcd-$(ETCD_VERSION:v%=%)
 # Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
 HELM_VERSION      := $(shell awk '$$1 == "require" && $$2 == "helm.sh/helm/v3" { print $$3 }' hack/tools/helm/go.mod)
 KUSTOMIZE_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kustomize/kustomize/v5" { print $$3 }' hack/tools/kustomize/go.mod)
+GOLANGCI_LINT_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/golangci/golangci-lint/v2" { print $$3 }' hack/tools/golangci-lint/go.mod)
 # Helm's default Kubernetes version (helm template, lint) is its client-go's, as Helm's own Makefile sets it.
 HELM_K8S_MINOR    := $(shell awk '$$1 == "k8s.io/client-go" { split($$2, v, "."); print v[2] }' hack/tools/helm/go.mod)
 HELM_LDFLAGS      := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	$(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 HELM      ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)"
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -48,8 +55,16 @@ vet: ## Check formatting and run go vet.
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the project's module.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: check-tracked-files
+check-tracked-files: ## Fail when git tracks a file over 1 MiB or an executable binary.
+	hack/check-tracked-files.sh
+
 .PHONY: test
-test: vet envtest tools ## Run all tests: unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
+test: check-tracked-files vet lint envtest tools ## Run all tests: tracked files, lint, unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
@@ -99,6 +114,11 @@ tools: $(HELM) $(KUSTOMIZE) ## Build the helm and kustomize CLIs from Go modules
 $(HELM):
 	@echo ">> building helm $(HELM_VERSION) from Go modules (first time only, ~2 min cold)"
 	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o "$@.tmp" helm.sh/helm/v3/cmd/helm
+	mv "$@.tmp" "$@"
+
+$(GOLANGCI_LINT):
+	@echo ">> building golangci-lint $(GOLANGCI_LINT_VERSION) from Go modules (first time only, ~3 min cold)"
+	cd hack/tools/golangci-lint && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$@.tmp" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 	mv "$@.tmp" "$@"
 
 $(KUSTOMIZE):

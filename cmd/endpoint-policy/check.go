@@ -12,7 +12,6 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 )
 
 // Exit codes of the check command.
@@ -97,7 +96,7 @@ Flags:
 			return errorf("--config: %v", err)
 		}
 	}
-	engine, err := policies.Build(cfg)
+	engine, err := cfg.Engine()
 	if err != nil {
 		return errorf("--config: %v", err)
 	}

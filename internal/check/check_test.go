@@ -13,7 +13,6 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
@@ -32,7 +31,7 @@ func verdicts(r check.Report) []verdict {
 
 func defaultEngine(t testing.TB) *policy.Engine {
 	t.Helper()
-	e, err := policies.Build(config.Default())
+	e, err := config.Default().Engine()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,10 +47,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
-	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
-	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
-	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
-	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
+	"github.com/endpoint-policy/endpoint-policy/internal/registry"
 )
 
 const (
@@ -88,71 +88,71 @@ const (
 	MaxReportResultsLimit = 500
 )
 
-// Policies holds each policy's settings, keyed by policy ID.
-type Policies struct {
-	HostNetworkEndpoint       HostNetworkEndpoint   `json:"host-network-endpoint,omitzero"`
-	APIServerProbeHost        PolicyMode            `json:"apiserver-probe-host,omitzero"`
-	APIServerAdvertiseAddress PolicyMode            `json:"apiserver-advertise-address,omitzero"`
-	KubeVIPIPVSBackends       PolicyMode            `json:"kube-vip-ipvs-backends,omitzero"`
-	KubeProxyNodeDeleting     KubeProxyNodeDeleting `json:"kube-proxy-node-deleting,omitzero"`
-	KubeProxyReadinessProbe   PolicyMode            `json:"kube-proxy-readiness-probe,omitzero"`
+// Policies holds each policy's configuration, keyed by policy ID: one entry
+// per policy of the registry.
+type Policies map[policy.ID]*Policy
+
+// Policy is one policy's configuration: policies.<id> in the file, its mode
+// next to its settings.
+type Policy struct {
+	Mode policy.Mode
+	// Settings are the policy's settings besides its mode (the type its
+	// descriptor's DefaultSettings returns), nil for a policy that has none.
+	Settings policy.Settings
 }
 
-// PolicyMode configures a policy that has no settings besides its mode.
-type PolicyMode struct {
-	Mode policy.Mode `json:"mode,omitempty"`
-}
-
-// HostNetworkEndpoint configures the host-network-endpoint policy.
-type HostNetworkEndpoint struct {
-	Mode     policy.Mode          `json:"mode,omitempty"`
-	Host     string               `json:"host,omitempty"`
-	Port     int32                `json:"port,omitempty"`
-	Override hostnetwork.Override `json:"override,omitempty"`
-}
-
-// Settings returns the rule settings.
-func (h HostNetworkEndpoint) Settings() hostnetwork.Settings {
-	return hostnetwork.Settings{Host: h.Host, Port: h.Port, Override: h.Override}
-}
-
-// KubeProxyNodeDeleting configures the kube-proxy-node-deleting policy.
-type KubeProxyNodeDeleting struct {
-	Mode policy.Mode `json:"mode,omitempty"`
-	// PodSelectors select the kube-proxy pods; a pod is selected when any
-	// selector matches. A file that sets the list replaces it whole. The
-	// controller's pod cache is built from it at start, so a change takes a
-	// restart (a reload that changes it is refused).
-	PodSelectors []metav1.LabelSelector `json:"podSelectors,omitempty"`
-}
-
-// Settings returns the rule settings.
-func (k KubeProxyNodeDeleting) Settings() kubeproxy.Settings {
-	return kubeproxy.Settings{PodSelectors: k.PodSelectors}
+// MarshalJSON writes the policy as the file holds it: mode next to the
+// settings' fields.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	fields := map[string]json.RawMessage{}
+	if p.Settings != nil {
+		data, err := json.Marshal(p.Settings)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(data, &fields); err != nil {
+			return nil, err
+		}
+	}
+	if p.Mode != "" {
+		mode, err := json.Marshal(p.Mode)
+		if err != nil {
+			return nil, err
+		}
+		fields["mode"] = mode
+	}
+	return json.Marshal(fields)
 }
 
 // Default returns the built-in configuration, used when no file is given and
-// as the base that a file's fields override.
+// as the base that a file's fields override: each policy of the registry in
+// its default mode with its default settings.
 func Default() *PolicyConfiguration {
-	hn := hostnetwork.DefaultSettings()
+	policies := make(Policies, len(registry.Policies))
+	for _, d := range registry.Policies {
+		p := &Policy{Mode: d.DefaultMode}
+		if d.DefaultSettings != nil {
+			p.Settings = d.DefaultSettings()
+		}
+		policies[d.ID] = p
+	}
 	return &PolicyConfiguration{
 		APIVersion: APIVersion,
 		Kind:       Kind,
 		Mode:       policy.Enforce,
-		Policies: Policies{
-			HostNetworkEndpoint: HostNetworkEndpoint{Mode: policy.Enforce, Host: hn.Host, Port: hn.Port, Override: hn.Override},
-			// kubeadm itself pins the probes to the node IP, which is fine
-			// with static addresses: users on DHCP switch this to Enforce.
-			APIServerProbeHost:        PolicyMode{Mode: policy.Audit},
-			APIServerAdvertiseAddress: PolicyMode{Mode: policy.Enforce},
-			KubeVIPIPVSBackends:       PolicyMode{Mode: policy.Enforce},
-			KubeProxyNodeDeleting:     KubeProxyNodeDeleting{Mode: policy.Enforce, PodSelectors: kubeproxy.DefaultPodSelectors()},
-			// A /healthz readiness probe is a monitoring problem, not an
-			// outage: report it, do not block the DaemonSet.
-			KubeProxyReadinessProbe: PolicyMode{Mode: policy.Audit},
-		},
-		Audit: Audit{Interval: metav1.Duration{Duration: DefaultAuditInterval}, MaxReportResults: DefaultMaxReportResults},
+		Policies:   policies,
+		Audit:      Audit{Interval: metav1.Duration{Duration: DefaultAuditInterval}, MaxReportResults: DefaultMaxReportResults},
 	}
+}
+
+// file is the configuration file's shape as first decoded: each policy's
+// entry is decoded by its descriptor's settings type (decodePolicy).
+type file struct {
+	APIVersion string                     `json:"apiVersion"`
+	Kind       string                     `json:"kind"`
+	Mode       policy.Mode                `json:"mode,omitempty"`
+	Policies   map[string]json.RawMessage `json:"policies,omitempty"`
+	Audit      Audit                      `json:"audit,omitzero"`
 }
 
 // Parse decodes a configuration file (YAML or JSON) strictly onto the
@@ -162,32 +162,112 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 	if err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
+	if err := checkDurations(js); err != nil {
+		return nil, err
+	}
 	// Fields the file leaves out keep their defaults: decoding merges into an
 	// existing struct, and an explicit empty value ("", 0) still overwrites,
 	// so that validation can reject it.
 	cfg := Default()
-	cfg.APIVersion, cfg.Kind = "", ""
-	// A list in the file replaces the default list: decoding into the
-	// default's elements would merge their matchLabels into the file's.
-	cfg.Policies.KubeProxyNodeDeleting.PodSelectors = nil
-	if err := checkDurations(js); err != nil {
+	f := file{Mode: cfg.Mode, Audit: cfg.Audit}
+	if err := decodeStrict(js, &f, ""); err != nil {
 		return nil, err
 	}
-	strictErrs, err := sigsjson.UnmarshalStrict(js, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("cannot decode: %w", err)
+	cfg.APIVersion, cfg.Kind, cfg.Mode, cfg.Audit = f.APIVersion, f.Kind, f.Mode, f.Audit
+	var errs []error
+	for _, id := range slices.Sorted(maps.Keys(f.Policies)) {
+		d, ok := registry.Lookup(policy.ID(id))
+		if !ok {
+			errs = append(errs, fmt.Errorf("unknown field %q", "policies."+id))
+			continue
+		}
+		if err := decodePolicy(d, f.Policies[id], cfg.Policies[d.ID]); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if len(strictErrs) > 0 {
-		// Strict errors carry their own path: unknown field "policies.foo".
-		return nil, errors.Join(strictErrs...)
-	}
-	if cfg.Policies.KubeProxyNodeDeleting.PodSelectors == nil {
-		cfg.Policies.KubeProxyNodeDeleting.PodSelectors = kubeproxy.DefaultPodSelectors()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	if errs := cfg.Validate(); len(errs) > 0 {
 		return nil, errs.ToAggregate()
 	}
 	return cfg, nil
+}
+
+// decodePolicy decodes policies.<id> onto p, which holds the policy's
+// defaults. A settings field the file sets replaces the default whole (a
+// list is not merged into the default list); the others keep their
+// defaults.
+func decodePolicy(d policy.Descriptor, raw json.RawMessage, p *Policy) error {
+	path := "policies." + string(d.ID)
+	var fields map[string]json.RawMessage
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &fields); err != nil || fields == nil {
+		return fmt.Errorf("%s: must be an object with mode and the policy's settings", path)
+	}
+	if mode, ok := fields["mode"]; ok {
+		if err := decodeStrict(mode, &p.Mode, path+".mode"); err != nil {
+			return err
+		}
+		delete(fields, "mode")
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	if p.Settings == nil {
+		var errs []error
+		for _, k := range slices.Sorted(maps.Keys(fields)) {
+			errs = append(errs, fmt.Errorf("unknown field %q", path+"."+k))
+		}
+		return errors.Join(errs...)
+	}
+	merged := map[string]json.RawMessage{}
+	defaults, err := json.Marshal(p.Settings)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := json.Unmarshal(defaults, &merged); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for k, v := range fields {
+		merged[k] = v
+	}
+	data, err := json.Marshal(merged)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	settings := reflect.New(reflect.TypeOf(p.Settings).Elem()).Interface().(policy.Settings)
+	if err := decodeStrict(data, settings, path); err != nil {
+		return err
+	}
+	p.Settings = settings
+	return nil
+}
+
+// decodeStrict decodes data into v, case-sensitively, rejecting unknown and
+// duplicate fields, with errors naming the field under path.
+func decodeStrict(data []byte, v any, path string) error {
+	strictErrs, err := sigsjson.UnmarshalStrict(data, v)
+	if err != nil {
+		if path == "" {
+			return fmt.Errorf("cannot decode: %w", err)
+		}
+		return fmt.Errorf("%s: cannot decode: %w", path, err)
+	}
+	for _, e := range strictErrs {
+		// Strict errors carry their own path: unknown field "policies.foo".
+		var fe sigsjson.FieldError
+		if path != "" && errors.As(e, &fe) {
+			fe.SetFieldPath(joinPath(path, fe.FieldPath()))
+		}
+	}
+	return errors.Join(strictErrs...)
+}
+
+func joinPath(parent, child string) string {
+	if child == "" {
+		return parent
+	}
+	return parent + "." + child
 }
 
 // checkDurations reports a duration that does not parse with its field path:
@@ -221,16 +301,18 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 		errs = append(errs, field.NotSupported(field.NewPath("mode"), c.Mode, []policy.Mode{policy.Enforce, policy.Audit}))
 	}
 	p := field.NewPath("policies")
-	hn := p.Child(string(hostnetwork.ID))
-	errs = append(errs, validateMode(hn.Child("mode"), c.Policies.HostNetworkEndpoint.Mode)...)
-	errs = append(errs, c.Policies.HostNetworkEndpoint.Settings().Validate(hn)...)
-	errs = append(errs, validateMode(p.Child(string(apiserver.ProbeHostID), "mode"), c.Policies.APIServerProbeHost.Mode)...)
-	errs = append(errs, validateMode(p.Child(string(apiserver.AdvertiseAddressID), "mode"), c.Policies.APIServerAdvertiseAddress.Mode)...)
-	errs = append(errs, validateMode(p.Child(string(kubevip.ID), "mode"), c.Policies.KubeVIPIPVSBackends.Mode)...)
-	kp := p.Child(string(kubeproxy.NodeDeletingID))
-	errs = append(errs, validateMode(kp.Child("mode"), c.Policies.KubeProxyNodeDeleting.Mode)...)
-	errs = append(errs, c.Policies.KubeProxyNodeDeleting.Settings().Validate(kp)...)
-	errs = append(errs, validateMode(p.Child(string(kubeproxy.ReadinessProbeID), "mode"), c.Policies.KubeProxyReadinessProbe.Mode)...)
+	for _, d := range registry.Policies {
+		pp := p.Child(string(d.ID))
+		c, ok := c.Policies[d.ID]
+		if !ok || c == nil {
+			errs = append(errs, field.Required(pp, "every policy has an entry (config.Default has them all)"))
+			continue
+		}
+		errs = append(errs, validateMode(pp.Child("mode"), c.Mode)...)
+		if c.Settings != nil {
+			errs = append(errs, c.Settings.Validate(pp)...)
+		}
+	}
 	a := field.NewPath("audit")
 	if c.Audit.Interval.Duration < time.Second {
 		errs = append(errs, field.Invalid(a.Child("interval"), c.Audit.Interval.Duration.String(), "must be at least 1s"))
@@ -251,20 +333,47 @@ func validateMode(fldPath *field.Path, m policy.Mode) field.ErrorList {
 // Modes returns each policy's effective mode: its own, except that a global
 // Audit turns Enforce into Audit. Disabled stays Disabled.
 func (c *PolicyConfiguration) Modes() map[policy.ID]policy.Mode {
-	modes := map[policy.ID]policy.Mode{
-		hostnetwork.ID:               c.Policies.HostNetworkEndpoint.Mode,
-		apiserver.ProbeHostID:        c.Policies.APIServerProbeHost.Mode,
-		apiserver.AdvertiseAddressID: c.Policies.APIServerAdvertiseAddress.Mode,
-		kubevip.ID:                   c.Policies.KubeVIPIPVSBackends.Mode,
-		kubeproxy.NodeDeletingID:     c.Policies.KubeProxyNodeDeleting.Mode,
-		kubeproxy.ReadinessProbeID:   c.Policies.KubeProxyReadinessProbe.Mode,
-	}
-	if c.Mode == policy.Audit {
-		for id, m := range modes {
-			if m == policy.Enforce {
-				modes[id] = policy.Audit
-			}
+	modes := make(map[policy.ID]policy.Mode, len(c.Policies))
+	for id, p := range c.Policies {
+		modes[id] = p.Mode
+		if c.Mode == policy.Audit && p.Mode == policy.Enforce {
+			modes[id] = policy.Audit
 		}
 	}
 	return modes
+}
+
+// Engine builds the engine for c, which must be valid (Parse or Default):
+// every policy of the registry from its settings, in its effective mode.
+func (c *PolicyConfiguration) Engine() (*policy.Engine, error) {
+	rules := make([]policy.Rule, 0, len(registry.Policies))
+	for _, d := range registry.Policies {
+		p, ok := c.Policies[d.ID]
+		if !ok {
+			return nil, fmt.Errorf("policy %s: not configured", d.ID)
+		}
+		r, err := d.New(p.Settings)
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: %w", d.ID, err)
+		}
+		rules = append(rules, r)
+	}
+	return policy.NewEngine(rules, c.Modes())
+}
+
+// RestartRequired returns the settings whose change from running takes a
+// restart to apply (see policy.RestartSettings): a reload that changes them
+// is refused.
+func (c *PolicyConfiguration) RestartRequired(running *PolicyConfiguration) field.ErrorList {
+	var errs field.ErrorList
+	for _, d := range registry.Policies {
+		p, old := c.Policies[d.ID], running.Policies[d.ID]
+		if p == nil || old == nil {
+			continue
+		}
+		if rs, ok := p.Settings.(policy.RestartSettings); ok {
+			errs = append(errs, rs.RestartRequired(old.Settings, field.NewPath("policies", string(d.ID)))...)
+		}
+	}
+	return errs
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -14,6 +15,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
+	"github.com/endpoint-policy/endpoint-policy/internal/registry"
 )
 
 const header = "apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\n"
@@ -72,12 +74,12 @@ audit:
     podSelectors:
       - matchLabels: {app: kube-proxy}
 `, want: func(c *config.PolicyConfiguration) {
-			c.Policies.KubeProxyNodeDeleting.PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kube-proxy"}}}
+			c.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings).PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kube-proxy"}}}
 		}},
 		{name: "kube-proxy modes", file: header + "policies:\n  kube-proxy-node-deleting:\n    mode: Audit\n  kube-proxy-readiness-probe:\n    mode: Enforce\n",
 			want: func(c *config.PolicyConfiguration) {
-				c.Policies.KubeProxyNodeDeleting.Mode = policy.Audit
-				c.Policies.KubeProxyReadinessProbe.Mode = policy.Enforce
+				c.Policies[kubeproxy.NodeDeletingID].Mode = policy.Audit
+				c.Policies[kubeproxy.ReadinessProbeID].Mode = policy.Enforce
 			}},
 		{name: "no pod selectors", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: []\n",
 			wantErr: "policies.kube-proxy-node-deleting.podSelectors: Required value"},
@@ -89,8 +91,8 @@ audit:
 			wantErr: `policies.kube-proxy-readiness-probe.mode: Unsupported value: "audit"`},
 		{name: "control-plane policies", file: header + "policies:\n  apiserver-probe-host:\n    mode: Enforce\n  kube-vip-ipvs-backends:\n    mode: Disabled\n",
 			want: func(c *config.PolicyConfiguration) {
-				c.Policies.APIServerProbeHost.Mode = policy.Enforce
-				c.Policies.KubeVIPIPVSBackends.Mode = policy.Disabled
+				c.Policies[apiserver.ProbeHostID].Mode = policy.Enforce
+				c.Policies[kubevip.ID].Mode = policy.Disabled
 			}},
 		{name: "bad control-plane policy mode", file: header + "policies:\n  apiserver-advertise-address:\n    mode: enforce\n",
 			wantErr: `policies.apiserver-advertise-address.mode: Unsupported value: "enforce"`},
@@ -99,18 +101,20 @@ audit:
 		{name: "partial policy settings keep the other defaults", file: header + `policies:
   host-network-endpoint:
     port: 6443
-`, want: func(c *config.PolicyConfiguration) { c.Policies.HostNetworkEndpoint.Port = 6443 }},
+`, want: func(c *config.PolicyConfiguration) {
+			c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Port = 6443
+		}},
 		{name: "JSON works too", file: `{"apiVersion":"endpoint-policy.io/v1alpha1","kind":"PolicyConfiguration","mode":"Audit"}`,
 			want: func(c *config.PolicyConfiguration) { c.Mode = policy.Audit }},
 		{name: "global Audit", file: header + "mode: Audit\n",
 			want: func(c *config.PolicyConfiguration) { c.Mode = policy.Audit }},
 		{name: "policy Disabled", file: header + "policies:\n  host-network-endpoint:\n    mode: Disabled\n",
-			want: func(c *config.PolicyConfiguration) { c.Policies.HostNetworkEndpoint.Mode = policy.Disabled }},
+			want: func(c *config.PolicyConfiguration) { c.Policies[hostnetwork.ID].Mode = policy.Disabled }},
 		{name: "custom balancer", file: header + "policies:\n  host-network-endpoint:\n    host: 127.0.0.1\n    port: 6443\n    override: Always\n",
 			want: func(c *config.PolicyConfiguration) {
-				c.Policies.HostNetworkEndpoint.Host = "127.0.0.1"
-				c.Policies.HostNetworkEndpoint.Port = 6443
-				c.Policies.HostNetworkEndpoint.Override = hostnetwork.OverrideAlways
+				c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Host = "127.0.0.1"
+				c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Port = 6443
+				c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Override = hostnetwork.OverrideAlways
 			}},
 
 		{name: "unknown top-level field", file: header + "modes: Audit\n", wantErr: `unknown field "modes"`},
@@ -179,7 +183,7 @@ func TestModes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := config.Default()
-			c.Mode, c.Policies.HostNetworkEndpoint.Mode = tt.global, tt.hostNet
+			c.Mode, c.Policies[hostnetwork.ID].Mode = tt.global, tt.hostNet
 			if got := c.Modes()[hostnetwork.ID]; got != tt.wantHostNe {
 				t.Fatalf("effective mode = %s, want %s", got, tt.wantHostNe)
 			}
@@ -201,5 +205,64 @@ func TestDefaultModes(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, config.Default().Modes()); diff != "" {
 		t.Errorf("default modes (-want +got):\n%s", diff)
+	}
+}
+
+// What Default marshals to is a file that Parse reads back to Default: the
+// tests and the chart write configurations this way.
+func TestMarshalRoundTrip(t *testing.T) {
+	want := config.Default()
+	want.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Port = 6443
+	want.Policies[kubevip.ID].Mode = policy.Disabled
+	data, err := yaml.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Parse(data)
+	if err != nil {
+		t.Fatalf("Parse(Marshal(config)): %v\n%s", err, data)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s\n%s", diff, data)
+	}
+}
+
+// Every policy of the registry has an entry in the defaults, in its
+// descriptor's default mode, and builds into the engine.
+func TestDefaultFollowsRegistry(t *testing.T) {
+	c := config.Default()
+	if len(c.Policies) != len(registry.Policies) {
+		t.Errorf("%d policies configured, %d registered", len(c.Policies), len(registry.Policies))
+	}
+	for _, d := range registry.Policies {
+		if p := c.Policies[d.ID]; p == nil || p.Mode != d.DefaultMode || (p.Settings == nil) != (d.DefaultSettings == nil) {
+			t.Errorf("%s: configured %+v, descriptor default mode %s", d.ID, p, d.DefaultMode)
+		}
+	}
+	e, err := c.Engine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range registry.Policies {
+		if e.Mode(d.ID) != d.DefaultMode {
+			t.Errorf("engine runs %s in %s, want %s", d.ID, e.Mode(d.ID), d.DefaultMode)
+		}
+	}
+}
+
+func TestRestartRequired(t *testing.T) {
+	running := config.Default()
+	same := config.Default()
+	same.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Port = 6443
+	same.Policies[kubeproxy.NodeDeletingID].Mode = policy.Audit
+	if errs := same.RestartRequired(running); len(errs) > 0 {
+		t.Errorf("hot-reloadable changes need a restart: %v", errs)
+	}
+	selectors := config.Default()
+	selectors.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings).PodSelectors =
+		[]metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kp"}}}
+	errs := selectors.RestartRequired(running)
+	if len(errs) != 1 || errs[0].Field != "policies.kube-proxy-node-deleting.podSelectors" {
+		t.Errorf("a podSelectors change: %v, want one error on policies.kube-proxy-node-deleting.podSelectors", errs)
 	}
 }

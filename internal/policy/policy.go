@@ -113,16 +113,24 @@ func (f Finding) String() string {
 	return fmt.Sprintf("%s: %s", f.Field, f.Message)
 }
 
-// Kind says what a rule's findings are for.
-type Kind int
+// Effect says what a rule's findings are for.
+type Effect int
 
 const (
 	// Validating rules report violations: denied in Enforce, warned in Audit.
-	Validating Kind = iota
+	Validating Effect = iota
 	// Mutating rules report changes (every finding has a Patch, Annotations
 	// or RemoveAnnotations): applied in Enforce, warned in Audit.
 	Mutating
 )
+
+// String returns "validating" or "mutating".
+func (e Effect) String() string {
+	if e == Mutating {
+		return "mutating"
+	}
+	return "validating"
+}
 
 // Rule is one policy's logic. Implementations are pure: no API calls, no
 // globals, no clock but one given at construction; everything a rule needs is
@@ -132,8 +140,8 @@ const (
 type Rule interface {
 	// ID is the policy's stable identifier.
 	ID() ID
-	// Kind says whether the rule is mutating or validating.
-	Kind() Kind
+	// Effect says whether the rule is mutating or validating.
+	Effect() Effect
 	// Evaluate returns the findings for t (none when t complies) and whether
 	// the rule applies to t at all: false for kinds it does not handle and for
 	// objects it deliberately skips (excluded, mirror pods, ...).
@@ -187,13 +195,14 @@ func NewEngine(rules []Rule, modes map[ID]Mode) (*Engine, error) {
 // to t has a Result, with no findings when t complies, so that front-ends can
 // count "allow".
 func (e *Engine) Evaluate(t Target) []Result {
-	return e.evaluate(t, func(Kind) bool { return true })
+	return e.evaluate(t, func(Effect) bool { return true })
 }
 
-// EvaluateKind is Evaluate restricted to the rules of kind k: the mutating
-// webhook runs the mutating rules, the validating webhook the validating ones.
-func (e *Engine) EvaluateKind(t Target, k Kind) []Result {
-	return e.evaluate(t, func(rk Kind) bool { return rk == k })
+// EvaluateEffect is Evaluate restricted to the rules of effect ef: the
+// mutating webhook runs the mutating rules, the validating webhook the
+// validating ones.
+func (e *Engine) EvaluateEffect(t Target, ef Effect) []Result {
+	return e.evaluate(t, func(re Effect) bool { return re == ef })
 }
 
 // EvaluatePolicy runs the one policy id against t, for front-ends that serve
@@ -213,10 +222,10 @@ func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
 	return Result{}, false
 }
 
-func (e *Engine) evaluate(t Target, include func(Kind) bool) []Result {
+func (e *Engine) evaluate(t Target, include func(Effect) bool) []Result {
 	var results []Result
 	for _, r := range e.rules {
-		if !include(r.Kind()) {
+		if !include(r.Effect()) {
 			continue
 		}
 		findings, applies := r.Evaluate(t)

@@ -13,13 +13,13 @@ import (
 
 // fakeRule finds one problem in pods named "bad" and applies only to pods.
 type fakeRule struct {
-	id   policy.ID
-	kind policy.Kind
+	id     policy.ID
+	effect policy.Effect
 }
 
 func (r fakeRule) ID() policy.ID { return r.id }
 
-func (r fakeRule) Kind() policy.Kind { return r.kind }
+func (r fakeRule) Effect() policy.Effect { return r.effect }
 
 func (r fakeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	pod, ok := t.Object.(*corev1.Pod)
@@ -86,22 +86,22 @@ func TestEngineEvaluate(t *testing.T) {
 	}
 }
 
-func TestEngineEvaluateKind(t *testing.T) {
+func TestEngineEvaluateEffect(t *testing.T) {
 	e, err := policy.NewEngine(
-		[]policy.Rule{fakeRule{id: "validates"}, fakeRule{id: "mutates", kind: policy.Mutating}},
+		[]policy.Rule{fakeRule{id: "validates"}, fakeRule{id: "mutates", effect: policy.Mutating}},
 		map[policy.ID]policy.Mode{"validates": policy.Enforce, "mutates": policy.Enforce})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pod := policy.Target{Object: &corev1.Pod{}}
-	for kind, want := range map[policy.Kind]policy.ID{policy.Validating: "validates", policy.Mutating: "mutates"} {
-		got := e.EvaluateKind(pod, kind)
+	for effect, want := range map[policy.Effect]policy.ID{policy.Validating: "validates", policy.Mutating: "mutates"} {
+		got := e.EvaluateEffect(pod, effect)
 		if len(got) != 1 || got[0].Policy != want {
-			t.Errorf("EvaluateKind(%d) = %v, want only %s", kind, got, want)
+			t.Errorf("EvaluateEffect(%s) = %v, want only %s", effect, got, want)
 		}
 	}
 	if got := e.Evaluate(pod); len(got) != 2 {
-		t.Errorf("Evaluate runs every kind, got %v", got)
+		t.Errorf("Evaluate runs every effect, got %v", got)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -26,7 +25,6 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/controller"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	epwebhook "github.com/endpoint-policy/endpoint-policy/internal/webhook"
@@ -128,7 +126,7 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("--config: %w", err)
 		}
 	}
-	engine, err := policies.Build(cfg)
+	engine, err := cfg.Engine()
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
@@ -219,8 +217,11 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	}
 
 	// The kube-proxy pods are cached by the configured selectors, which
-	// therefore hold until a restart (see reload below).
-	kubeProxy := s.cfg.Policies.KubeProxyNodeDeleting.Settings()
+	// therefore hold until a restart (config.RestartRequired).
+	kubeProxy, ok := s.cfg.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings)
+	if !ok {
+		return fmt.Errorf("--config: policies.%s has no pod selectors", kubeproxy.NodeDeletingID)
+	}
 	selectors, err := kubeProxy.Selectors()
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
@@ -248,11 +249,10 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 
 	if opts.ConfigFile != "" {
 		apply := func(c *config.PolicyConfiguration) error {
-			if !equality.Semantic.DeepEqual(c.Policies.KubeProxyNodeDeleting.PodSelectors, kubeProxy.PodSelectors) {
-				return fmt.Errorf("policies.%s.podSelectors: the kube-proxy pod cache is built from it at start, so a change "+
-					"takes a restart; the configuration in force is kept", kubeproxy.NodeDeletingID)
+			if errs := c.RestartRequired(s.cfg); len(errs) > 0 {
+				return fmt.Errorf("%w; the configuration in force is kept", errs.ToAggregate())
 			}
-			e, err := policies.Build(c)
+			e, err := c.Engine()
 			if err != nil {
 				return err
 			}

@@ -37,8 +37,8 @@ func MutatingDecodingsAgree(engines *policy.Store, cluster policy.Cluster, raw [
 		return fmt.Sprintf("the whole pod decodes, the mutation pod is refused: %v", err)
 	}
 	engine := engines.Load()
-	want := engine.EvaluateKind(policy.Target{Object: whole, Cluster: cluster}, policy.Mutating)
-	got := engine.EvaluateKind(policy.Target{Object: slim, Cluster: cluster}, policy.Mutating)
+	want := engine.EvaluateEffect(policy.Target{Object: whole, Cluster: cluster}, policy.Mutating)
+	got := engine.EvaluateEffect(policy.Target{Object: slim, Cluster: cluster}, policy.Mutating)
 	if !reflect.DeepEqual(got, want) {
 		return fmt.Sprintf("mutation pod: %+v\nwhole pod: %+v", got, want)
 	}

@@ -85,7 +85,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode f
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 
-	results := m.engines.Load().EvaluateKind(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
+	results := m.engines.Load().EvaluateEffect(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
 	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
 	if len(d.patch) > 0 {
 		// The request's logger already names the pod, the user and the

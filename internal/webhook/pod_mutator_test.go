@@ -18,7 +18,6 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
@@ -53,7 +52,7 @@ func engineFor(t testing.TB, cfgYAML string) (*policy.Store, *metrics.Recorder, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := policies.Build(cfg)
+	engine, err := cfg.Engine()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 		}
 	}
 
-	results := v.engines.Load().EvaluateKind(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
+	results := v.engines.Load().EvaluateEffect(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
 	mayDeny := policy.MayDeny(obj)
 	d := decide(results, mayDeny, v.metrics)
 	if len(d.denials) > 0 {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 )
 
 // The README's commands, verbatim (TestReadmeCommands checks that the README
@@ -202,7 +203,7 @@ func TestInstall(t *testing.T) {
 		if after != before {
 			t.Errorf("a policy mode change rolled the Deployment (generation %d -> %d)", before, after)
 		}
-		if got := c.config(t).Policies.APIServerProbeHost.Mode; got != "Enforce" {
+		if got := c.config(t).Policies[apiserver.ProbeHostID].Mode; got != "Enforce" {
 			t.Errorf("apiserver-probe-host mode after upgrade = %s, want Enforce", got)
 		}
 
@@ -252,7 +253,7 @@ func TestInstall(t *testing.T) {
 				t.Errorf("helm upgrade changed webhook %s's caBundle", name)
 			}
 		}
-		if got := c.config(t).Policies.APIServerProbeHost.Mode; got != "Enforce" {
+		if got := c.config(t).Policies[apiserver.ProbeHostID].Mode; got != "Enforce" {
 			t.Errorf("apiserver-probe-host mode after upgrade = %s, want Enforce", got)
 		}
 

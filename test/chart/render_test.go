@@ -27,6 +27,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
+	"github.com/endpoint-policy/endpoint-policy/internal/registry"
 	"github.com/endpoint-policy/endpoint-policy/internal/server"
 )
 
@@ -239,9 +244,9 @@ config:
 	got := loadConfig(t, m, d, c)
 	want := config.Default()
 	want.Mode = "Audit"
-	want.Policies.HostNetworkEndpoint.Host, want.Policies.HostNetworkEndpoint.Port = "127.0.0.1", 6443
-	want.Policies.HostNetworkEndpoint.Override = "Always"
-	want.Policies.APIServerProbeHost.Mode = "Enforce"
+	want.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Host, want.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Port = "127.0.0.1", 6443
+	want.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Override = "Always"
+	want.Policies[apiserver.ProbeHostID].Mode = "Enforce"
 	want.Audit.Interval.Duration, want.Audit.MaxReportResults = 30e9, 7
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -705,7 +710,7 @@ func TestValuesRejected(t *testing.T) {
 func TestPodSelectorsNull(t *testing.T) {
 	m := render(t, "--set", "config.policies.kube-proxy-node-deleting.podSelectors=null")
 	d, c := deployment(t, m, release)
-	if got := loadConfig(t, m, d, c); len(got.Policies.KubeProxyNodeDeleting.PodSelectors) == 0 {
+	if got := loadConfig(t, m, d, c); len(got.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings).PodSelectors) == 0 {
 		t.Errorf("no kube-proxy selectors in force")
 	}
 }
@@ -726,11 +731,45 @@ func TestSchemaCoversConfig(t *testing.T) {
 	compareFields(t, "config", reflect.TypeFor[config.PolicyConfiguration](), cfg, map[string]bool{"apiVersion": true, "kind": true})
 }
 
+// comparePolicies checks config.policies against the registry: one property
+// per registered policy, each with mode and its settings' fields.
+func comparePolicies(t *testing.T, path string, schema map[string]any) {
+	t.Helper()
+	if schema["additionalProperties"] != false {
+		t.Errorf("%s: schema allows additional properties", path)
+	}
+	props, _ := schema["properties"].(map[string]any)
+	for _, d := range registry.Policies {
+		sub, ok := props[string(d.ID)].(map[string]any)
+		if !ok {
+			t.Errorf("%s.%s: registered, not in values.schema.json", path, d.ID)
+			continue
+		}
+		fields := []reflect.StructField{{Name: "Mode", Type: reflect.TypeFor[policy.Mode](), Tag: `json:"mode"`}}
+		if d.DefaultSettings != nil {
+			settings := reflect.TypeOf(d.DefaultSettings()).Elem()
+			for i := range settings.NumField() {
+				fields = append(fields, settings.Field(i))
+			}
+		}
+		compareFields(t, path+"."+string(d.ID), reflect.StructOf(fields), sub, nil)
+	}
+	for name := range props {
+		if _, ok := registry.Lookup(policy.ID(name)); !ok {
+			t.Errorf("%s.%s: in values.schema.json, not a registered policy", path, name)
+		}
+	}
+}
+
 // leaves are types whose schema is not derived from their Go fields.
 var leaves = map[string]bool{"Duration": true}
 
 func compareFields(t *testing.T, path string, typ reflect.Type, schema map[string]any, skip map[string]bool) {
 	t.Helper()
+	if typ == reflect.TypeFor[config.Policies]() {
+		comparePolicies(t, path, schema)
+		return
+	}
 	for typ.Kind() == reflect.Slice || typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
 		if items, ok := schema["items"].(map[string]any); ok {

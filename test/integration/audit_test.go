@@ -29,7 +29,6 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/server"
 )
@@ -166,7 +165,7 @@ func startSecondAudit(ctx context.Context) *audit.Audit {
 	Expect(err).NotTo(HaveOccurred())
 	rec, err := metrics.NewRecorder(prometheus.NewRegistry())
 	Expect(err).NotTo(HaveOccurred())
-	engine, err := policies.Build(config.Default())
+	engine, err := config.Default().Engine()
 	Expect(err).NotTo(HaveOccurred())
 	a, err := audit.New(ctx, mgr, audit.Options{
 		Engines: policy.NewStore(engine), Cluster: view, Namespaces: mgr.GetCache(),

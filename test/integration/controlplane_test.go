@@ -17,6 +17,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 )
 
 const (
@@ -203,7 +204,7 @@ var _ = Describe("apiserver-advertise-address on kube-system/kubeadm-config", fu
 	})
 
 	It("only warns in Audit", func(ctx context.Context) {
-		useConfig(func(c *config.PolicyConfiguration) { c.Policies.APIServerAdvertiseAddress.Mode = policy.Audit })
+		useConfig(func(c *config.PolicyConfiguration) { c.Policies[apiserver.AdvertiseAddressID].Mode = policy.Audit })
 		warnedDuringDryRun(ctx, kubeadmConfigMap(v1beta3WithArg), "[apiserver-advertise-address] data[ClusterConfiguration]")
 	})
 })
@@ -213,7 +214,7 @@ var _ = Describe("apiserver-probe-host", func() {
 	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx, nil) })
 
 	It("denies a kube-apiserver Deployment with IP-pinned probes in Enforce and warns in Audit (the default)", func(ctx context.Context) {
-		useConfig(func(c *config.PolicyConfiguration) { c.Policies.APIServerProbeHost.Mode = policy.Enforce })
+		useConfig(func(c *config.PolicyConfiguration) { c.Policies[apiserver.ProbeHostID].Mode = policy.Enforce })
 		d := apiServerDeployment(ns, apiServerContainer("10.0.0.11"))
 		deniedDuringDryRun(ctx, d, "[apiserver-probe-host] spec.template.spec.containers[0].livenessProbe.httpGet.host")
 		err := k8s.Create(ctx, d.DeepCopy())
@@ -238,7 +239,7 @@ var _ = Describe("apiserver-probe-host", func() {
 		d := apiServerDeployment(ns, apiServerContainer("10.0.0.11"))
 		Expect(k8s.Create(ctx, d)).To(Succeed(), "admitted in Audit")
 
-		useConfig(func(c *config.PolicyConfiguration) { c.Policies.APIServerProbeHost.Mode = policy.Enforce })
+		useConfig(func(c *config.PolicyConfiguration) { c.Policies[apiserver.ProbeHostID].Mode = policy.Enforce })
 		deniedDuringDryRun(ctx, apiServerDeployment(ns, apiServerContainer("10.0.0.11")), "[apiserver-probe-host]")
 
 		patch := client.MergeFrom(d.DeepCopy())
@@ -252,7 +253,7 @@ var _ = Describe("apiserver-probe-host", func() {
 	})
 
 	It("admits a mirror pod with warnings for the client, an Event and a metric, whatever the mode", func(ctx context.Context) {
-		useConfig(func(c *config.PolicyConfiguration) { c.Policies.APIServerProbeHost.Mode = policy.Enforce })
+		useConfig(func(c *config.PolicyConfiguration) { c.Policies[apiserver.ProbeHostID].Mode = policy.Enforce })
 		nodeName := newNode(ctx, "10.0.0.11")
 		deniedDuringDryRun(ctx, apiServerPod(ns, nodeName, apiServerContainer("10.0.0.11")), "[apiserver-probe-host]")
 

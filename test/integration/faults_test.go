@@ -249,7 +249,7 @@ var _ = Describe("leader election", func() {
 		// kube-proxy pods labelled for this spec only: the suite's server
 		// selects the default labels and leaves these alone.
 		Expect(os.WriteFile(configPath, []byte(configYAML(func(c *config.PolicyConfiguration) {
-			c.Policies.KubeProxyNodeDeleting.PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"leader-test": ns}}}
+			c.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings).PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"leader-test": ns}}}
 		})), 0o600)).To(Succeed())
 		leFlags := []string{"--config=" + configPath, "--leader-elect=true", "--leader-election-namespace=" + ns,
 			"--leader-election-lease-duration=3s", "--leader-election-renew-deadline=2s", "--leader-election-retry-period=500ms"}

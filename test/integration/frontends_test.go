@@ -13,7 +13,6 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
-	"github.com/endpoint-policy/endpoint-policy/internal/policies"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
@@ -45,7 +44,7 @@ var _ = Describe("the three front-ends", func() {
 			filepath.Join(td, "clean"),
 		}, nil)
 		Expect(err).NotTo(HaveOccurred())
-		engine, err := policies.Build(config.Default())
+		engine, err := config.Default().Engine()
 		Expect(err).NotTo(HaveOccurred())
 
 		By("the check CLI")

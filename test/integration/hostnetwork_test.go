@@ -22,6 +22,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/metricstest"
 )
 
@@ -187,7 +188,9 @@ var _ = Describe("host-network-endpoint", func() {
 		})
 
 		It("switches back to Enforce without a restart, with a new balancer", func(ctx context.Context) {
-			writeConfig(configYAML(func(c *config.PolicyConfiguration) { c.Policies.HostNetworkEndpoint.Port = 6444 }))
+			writeConfig(configYAML(func(c *config.PolicyConfiguration) {
+				c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Port = 6444
+			}))
 			Eventually(func(g Gomega) {
 				p := pod(ns, true, envVars(envHost, "10.0.1.16", envPort, "6443"))
 				g.Expect(k8s.Create(ctx, p)).To(Succeed())

@@ -256,7 +256,7 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 	})
 
 	It("in Audit mode annotates nothing, and says with an Event and a metric what it would have annotated", func(ctx context.Context) {
-		useConfig(func(c *config.PolicyConfiguration) { c.Policies.KubeProxyNodeDeleting.Mode = policy.Audit })
+		useConfig(func(c *config.PolicyConfiguration) { c.Policies[kubeproxy.NodeDeletingID].Mode = policy.Audit })
 		going := newWorker(ctx)
 		taint(ctx, going, kubeproxy.ToBeDeletedTaint, time.Now())
 		warnedDuringDryRun(ctx, kubeProxyPod(ns, going.Name), "[kube-proxy-node-deleting] would annotate")
@@ -285,8 +285,8 @@ var _ = Describe("kube-proxy pod selectors", func() {
 		warnedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), "[kube-proxy-readiness-probe]")
 		failed := reloadErrors()
 		useConfig(func(c *config.PolicyConfiguration) {
-			c.Policies.KubeProxyNodeDeleting.PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kube-proxy"}}}
-			c.Policies.KubeProxyReadinessProbe.Mode = policy.Enforce
+			c.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings).PodSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"app": "kube-proxy"}}}
+			c.Policies[kubeproxy.ReadinessProbeID].Mode = policy.Enforce
 		})
 		Eventually(reloadErrors).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">", failed))
 		By("the readiness-probe policy stays in Audit, as in the configuration in force")
@@ -304,7 +304,7 @@ var _ = Describe("kube-proxy-readiness-probe", func() {
 		const want = "[kube-proxy-readiness-probe] spec.template.spec.containers[0].readinessProbe.httpGet.path: the readinessProbe"
 		warnedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), want)
 
-		useConfig(func(c *config.PolicyConfiguration) { c.Policies.KubeProxyReadinessProbe.Mode = policy.Enforce })
+		useConfig(func(c *config.PolicyConfiguration) { c.Policies[kubeproxy.ReadinessProbeID].Mode = policy.Enforce })
 		deniedDuringDryRun(ctx, kubeProxyDaemonSet(ns, "/healthz"), want)
 		Expect(k8s.Create(ctx, kubeProxyDaemonSet(ns, "/livez"))).To(Succeed(), "/livez is the fix")
 	})

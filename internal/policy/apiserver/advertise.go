@@ -29,6 +29,17 @@ const (
 	KubeadmGroup = "kubeadm.k8s.io"
 )
 
+// AdvertiseAddressDescriptor describes the policy to the registry.
+var AdvertiseAddressDescriptor = policy.Descriptor{
+	ID:          AdvertiseAddressID,
+	Effect:      policy.Validating,
+	DefaultMode: policy.Enforce,
+	Summary: "`advertise-address` in the cluster-wide kubeadm `ClusterConfiguration` (`kube-system/kubeadm-config`); " +
+		"kube-apiserver pods whose `--advertise-address` is not their node's or is used on another node",
+	Package: "internal/policy/apiserver",
+	New:     func(policy.Settings) (policy.Rule, error) { return AdvertiseAddressRule{}, nil },
+}
+
 // AdvertiseAddressRule reports an API server advertise address that is
 // shared between control-plane nodes or that is not the node's own.
 //
@@ -47,8 +58,8 @@ var _ policy.Rule = AdvertiseAddressRule{}
 // ID implements policy.Rule.
 func (AdvertiseAddressRule) ID() policy.ID { return AdvertiseAddressID }
 
-// Kind implements policy.Rule.
-func (AdvertiseAddressRule) Kind() policy.Kind { return policy.Validating }
+// Effect implements policy.Rule.
+func (AdvertiseAddressRule) Effect() policy.Effect { return policy.Validating }
 
 // Evaluate implements policy.Rule.
 func (AdvertiseAddressRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {

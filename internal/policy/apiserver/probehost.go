@@ -13,6 +13,19 @@ import (
 // ProbeHostID is the apiserver-probe-host policy's stable identifier.
 const ProbeHostID policy.ID = "apiserver-probe-host"
 
+// ProbeHostDescriptor describes the policy to the registry.
+var ProbeHostDescriptor = policy.Descriptor{
+	ID:     ProbeHostID,
+	Effect: policy.Validating,
+	// kubeadm itself pins the probes to the node IP, which is fine with
+	// static addresses: users on DHCP switch this to Enforce.
+	DefaultMode: policy.Audit,
+	Summary: "kube-apiserver liveness/readiness/startup probes whose `httpGet.host`/`tcpSocket.host` is a non-loopback IP literal " +
+		"(breaks when the node's DHCP address changes)",
+	Package: "internal/policy/apiserver",
+	New:     func(policy.Settings) (policy.Rule, error) { return ProbeHostRule{}, nil },
+}
+
 // ProbeHostRule reports kube-apiserver probes pinned to a node IP.
 //
 // kubeadm writes the kube-apiserver probes' httpGet.host from the node's
@@ -27,8 +40,8 @@ var _ policy.Rule = ProbeHostRule{}
 // ID implements policy.Rule.
 func (ProbeHostRule) ID() policy.ID { return ProbeHostID }
 
-// Kind implements policy.Rule.
-func (ProbeHostRule) Kind() policy.Kind { return policy.Validating }
+// Effect implements policy.Rule.
+func (ProbeHostRule) Effect() policy.Effect { return policy.Validating }
 
 // Evaluate implements policy.Rule. It applies to pods and workload pod
 // templates that run a kube-apiserver container, and returns one finding per

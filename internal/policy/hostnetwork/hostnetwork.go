@@ -52,13 +52,35 @@ const (
 	OverrideNever Override = "Never"
 )
 
-// Settings configure the rule.
+// Descriptor describes the policy to the registry.
+var Descriptor = policy.Descriptor{
+	ID:          ID,
+	Effect:      policy.Mutating,
+	DefaultMode: policy.Enforce,
+	Summary: "hostNetwork pods get `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` pointing at the node-local API load balancer " +
+		"(`localhost:7443`) instead of a pinned control-plane IP",
+	Package: "internal/policy/hostnetwork",
+	DefaultSettings: func() policy.Settings {
+		s := DefaultSettings()
+		return &s
+	},
+	New: func(s policy.Settings) (policy.Rule, error) {
+		settings, err := policy.SettingsAs[Settings](ID, s)
+		if err != nil {
+			return nil, err
+		}
+		return New(*settings)
+	},
+}
+
+// Settings configure the rule: policies.host-network-endpoint in the
+// configuration file.
 type Settings struct {
 	// Host and Port are the node-local API load balancer.
-	Host string
-	Port int32
+	Host string `json:"host"`
+	Port int32  `json:"port"`
 	// Override selects which existing values are rewritten.
-	Override Override
+	Override Override `json:"override"`
 }
 
 // DefaultSettings point at k0s' node-local load balancer.
@@ -111,8 +133,8 @@ func New(s Settings) (*Rule, error) {
 // ID implements policy.Rule.
 func (r *Rule) ID() policy.ID { return ID }
 
-// Kind implements policy.Rule: the rule mutates.
-func (r *Rule) Kind() policy.Kind { return policy.Mutating }
+// Effect implements policy.Rule: the rule mutates.
+func (r *Rule) Effect() policy.Effect { return policy.Mutating }
 
 // Evaluate implements policy.Rule. It applies to hostNetwork pods that are
 // neither excluded nor mirror pods, and returns one finding per container

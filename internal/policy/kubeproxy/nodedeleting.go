@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
@@ -17,12 +18,49 @@ import (
 // NodeDeletingID is the kube-proxy-node-deleting policy's stable identifier.
 const NodeDeletingID policy.ID = "kube-proxy-node-deleting"
 
-// Settings configure the kube-proxy-node-deleting rule.
+// NodeDeletingDescriptor describes the policy to the registry.
+var NodeDeletingDescriptor = policy.Descriptor{
+	ID:          NodeDeletingID,
+	Effect:      policy.Mutating,
+	DefaultMode: policy.Enforce,
+	Summary: "kube-proxy pods on a node tainted `ToBeDeletedByClusterAutoscaler` or being deleted get " +
+		"`endpoint-policy.io/node-deleting` and `endpoint-policy.io/node-deleting-since`, removed when the scale-down is cancelled " +
+		"(a controller, and admission for pods created bound to the node)",
+	Package: "internal/policy/kubeproxy",
+	DefaultSettings: func() policy.Settings {
+		s := DefaultSettings()
+		return &s
+	},
+	New: func(s policy.Settings) (policy.Rule, error) {
+		settings, err := policy.SettingsAs[Settings](NodeDeletingID, s)
+		if err != nil {
+			return nil, err
+		}
+		return NewNodeDeletingRule(*settings, time.Now)
+	},
+}
+
+// Settings configure the kube-proxy-node-deleting rule:
+// policies.kube-proxy-node-deleting in the configuration file.
 type Settings struct {
 	// PodSelectors select the kube-proxy pods: a pod is selected when any of
 	// them matches its labels. Each selector is also what the controller's
-	// pod cache lists and watches, so that no other pod is ever cached.
-	PodSelectors []metav1.LabelSelector
+	// pod cache lists and watches, so that no other pod is ever cached. A
+	// file that sets the list replaces it whole.
+	PodSelectors []metav1.LabelSelector `json:"podSelectors"`
+}
+
+var _ policy.RestartSettings = (*Settings)(nil)
+
+// RestartRequired implements policy.RestartSettings: the controller's pod
+// cache is built from PodSelectors at start, so a change takes a restart.
+func (s Settings) RestartRequired(running policy.Settings, fldPath *field.Path) field.ErrorList {
+	r, ok := running.(*Settings)
+	if ok && equality.Semantic.DeepEqual(s.PodSelectors, r.PodSelectors) {
+		return nil
+	}
+	return field.ErrorList{field.Forbidden(fldPath.Child("podSelectors"),
+		"the kube-proxy pod cache is built from it at start, so a change takes a restart")}
 }
 
 // DefaultPodSelectors select kubeadm's DaemonSet pods (k8s-app=kube-proxy)
@@ -100,8 +138,8 @@ func NewNodeDeletingRule(s Settings, now func() time.Time) (*NodeDeletingRule, e
 // ID implements policy.Rule.
 func (r *NodeDeletingRule) ID() policy.ID { return NodeDeletingID }
 
-// Kind implements policy.Rule: the rule mutates (annotations only).
-func (r *NodeDeletingRule) Kind() policy.Kind { return policy.Mutating }
+// Effect implements policy.Rule: the rule mutates (annotations only).
+func (r *NodeDeletingRule) Effect() policy.Effect { return policy.Mutating }
 
 // Selects reports whether a pod with these labels is a kube-proxy pod.
 func (r *NodeDeletingRule) Selects(podLabels map[string]string) bool {

@@ -11,6 +11,19 @@ import (
 // identifier.
 const ReadinessProbeID policy.ID = "kube-proxy-readiness-probe"
 
+// ReadinessProbeDescriptor describes the policy to the registry.
+var ReadinessProbeDescriptor = policy.Descriptor{
+	ID:     ReadinessProbeID,
+	Effect: policy.Validating,
+	// A /healthz readiness probe is a monitoring problem, not an outage:
+	// report it, do not block the DaemonSet.
+	DefaultMode: policy.Audit,
+	Summary: "kube-proxy containers whose readinessProbe is an `httpGet` on `/healthz` " +
+		"(fails on purpose on nodes being deleted since v1.30; probe `/livez`)",
+	Package: "internal/policy/kubeproxy",
+	New:     func(policy.Settings) (policy.Rule, error) { return ReadinessProbeRule{}, nil },
+}
+
 // ReadinessProbeRule reports kube-proxy containers whose readiness probe is
 // an httpGet on /healthz. Since v1.30 that endpoint fails on purpose on nodes
 // being deleted, so the pod turns unready for an expected state and health
@@ -23,8 +36,8 @@ var _ policy.Rule = ReadinessProbeRule{}
 // ID implements policy.Rule.
 func (ReadinessProbeRule) ID() policy.ID { return ReadinessProbeID }
 
-// Kind implements policy.Rule.
-func (ReadinessProbeRule) Kind() policy.Kind { return policy.Validating }
+// Effect implements policy.Rule.
+func (ReadinessProbeRule) Effect() policy.Effect { return policy.Validating }
 
 // Evaluate implements policy.Rule. It applies to pods and workload pod
 // templates that run a kube-proxy container.

@@ -17,6 +17,18 @@ import (
 // ID is the policy's stable identifier.
 const ID policy.ID = "kube-vip-ipvs-backends"
 
+// Descriptor describes the policy to the registry. It has no settings: the
+// advisory table is data in the code, reviewed with it.
+var Descriptor = policy.Descriptor{
+	ID:          ID,
+	Effect:      policy.Validating,
+	DefaultMode: policy.Enforce,
+	Summary: "kube-vip v0.8.0–v0.8.9 with `cp_enable` and `lb_enable` (IPVS backends never re-added, kube-vip #875), " +
+		"from an advisory table",
+	Package: "internal/policy/kubevip",
+	New:     func(policy.Settings) (policy.Rule, error) { return New(Advisories) },
+}
+
 // Advisory is one known kube-vip bug: the releases it affects and the
 // configuration that triggers it.
 type Advisory struct {
@@ -79,8 +91,8 @@ func New(advisories []Advisory) (*Rule, error) {
 // ID implements policy.Rule.
 func (r *Rule) ID() policy.ID { return ID }
 
-// Kind implements policy.Rule.
-func (r *Rule) Kind() policy.Kind { return policy.Validating }
+// Effect implements policy.Rule.
+func (r *Rule) Effect() policy.Effect { return policy.Validating }
 
 // Evaluate implements policy.Rule. It applies to pods and workload pod
 // templates with a kube-vip container, and returns one finding per container
