@@ -42,6 +42,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
+	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
@@ -51,15 +52,8 @@ const (
 	// Name is the audit controller's name (in logs and controller metrics).
 	Name = "audit"
 
-	// EventReason is the reason of the audit's Events, the same as the
-	// admission path's.
-	EventReason = "PolicyViolation"
 	// EventAction is the action of the audit's Events.
 	EventAction = "Audit"
-
-	// maxMessage caps one result's message (the Events API limits a note to
-	// 1 KiB; reports stay small).
-	maxMessage = 1024
 	// maxMessagesPerResult caps the findings rendered into one message.
 	maxMessagesPerResult = 10
 )
@@ -433,7 +427,7 @@ func (a *Audit) Synced() <-chan struct{} { return a.initial }
 func (a *Audit) loadAnnounced(ctx context.Context) {
 	announced := map[types.UID]map[string]bool{}
 	list := &corev1.EventList{}
-	opts := []client.ListOption{client.MatchingFields{"reason": EventReason}, client.Limit(500)}
+	opts := []client.ListOption{client.MatchingFields{"reason": policy.EventReason}, client.Limit(500)}
 	for {
 		if err := a.apiReader.List(ctx, list, opts...); err != nil {
 			// Not fatal: the violations are announced again.
@@ -500,25 +494,19 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		return reconcile.Result{}, nil
 	}
 
-	var nsLabels map[string]string
-	if k.Namespace != "" {
-		ns := &corev1.Namespace{}
-		if err := a.namespaces.Get(ctx, client.ObjectKey{Name: k.Namespace}, ns); err == nil {
-			nsLabels = ns.Labels
-		} else if !apierrors.IsNotFound(err) {
-			return reconcile.Result{}, err
-		}
+	nsLabels, err := cluster.NamespaceLabels(ctx, a.namespaces, k.Namespace)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	results := a.engines.Load().Evaluate(policy.Target{Object: obj, NamespaceLabels: nsLabels, Cluster: a.cluster})
-	mayDeny := policy.MayDeny(obj)
 	var violations []violation
 	passes := 0
 	now := time.Now()
-	for _, r := range results {
+	for _, r := range policy.Verdicts(obj, results) {
 		if a.skip[r.Policy] {
 			continue
 		}
-		action := r.Action(mayDeny)
+		action := r.Action
 		if action == policy.ActionAllow {
 			passes++
 			continue
@@ -527,7 +515,7 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 			Policy:  r.Policy,
 			Mode:    r.Mode,
 			Action:  action,
-			Message: shorten(strings.Join(r.Messages("would ", maxMessagesPerResult), "; "), maxMessage),
+			Message: policy.Shorten(strings.Join(r.Messages(policy.Would, maxMessagesPerResult), "; "), policy.MaxNoteBytes),
 			Since:   now,
 		})
 	}
@@ -535,18 +523,10 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		Name: obj.GetName(), UID: obj.GetUID()}
 	for _, v := range a.state.set(k, &ref, violations, passes) {
 		if !a.wasAnnounced(obj.GetUID(), v.Message) {
-			a.events.Eventf(obj, nil, corev1.EventTypeWarning, EventReason, EventAction, "%s", v.Message)
+			a.events.Eventf(obj, nil, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", v.Message)
 		}
 	}
 	return reconcile.Result{}, nil
-}
-
-// shorten cuts s to at most n bytes, on a UTF-8 boundary, marking the cut.
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n-3], "") + "..."
 }
 
 // violation is one policy's verdict on one object, when it is not allow.

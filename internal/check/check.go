@@ -47,9 +47,8 @@ func Check(in *Input, engine *policy.Engine) Report {
 	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped}}
 	for _, o := range in.Objects {
 		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
-		mayDeny := policy.MayDeny(o.Object)
-		for _, res := range engine.Evaluate(t) {
-			action := res.Action(mayDeny)
+		for _, res := range policy.Verdicts(o.Object, engine.Evaluate(t)) {
+			action := res.Action
 			if action == policy.ActionAllow {
 				continue
 			}
@@ -62,7 +61,7 @@ func Check(in *Input, engine *policy.Engine) Report {
 					Name:      o.Object.GetName(),
 					Source:    o.Source,
 					// Nothing is changed offline: a change is what would change.
-					Message: f.Text("would "),
+					Message: f.Text(policy.Would),
 				})
 				switch action {
 				case policy.ActionDeny:

@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -104,4 +105,21 @@ func (v *View) APIServerPods() ([]*corev1.Pod, bool) {
 		pods[i] = &list.Items[i]
 	}
 	return pods, true
+}
+
+// NamespaceLabels returns the labels of namespace (the policies' exclude
+// label) from r, a cache; a namespace that is gone, or the cluster scope
+// (""), has none. The labels are the cache's: callers must not modify them.
+func NamespaceLabels(ctx context.Context, r client.Reader, namespace string) (map[string]string, error) {
+	if namespace == "" {
+		return nil, nil
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Get(ctx, client.ObjectKey{Name: namespace}, ns, client.UnsafeDisableDeepCopy); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
+	}
+	return ns.Labels, nil
 }

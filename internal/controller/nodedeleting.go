@@ -226,7 +226,7 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 		if has {
 			annotated++
 		}
-		nsLabels, err := r.namespaceLabels(ctx, pod.Namespace)
+		nsLabels, err := cluster.NamespaceLabels(ctx, r.cache, pod.Namespace)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -268,24 +268,11 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 				continue
 			}
 			r.metrics.NodeDeletingAnnotation(metrics.AnnotationWarn)
-			r.event(pod, node, ReasonNodeDeleting, "Audit", fmt.Sprintf("[%s] would %s", kubeproxy.NodeDeletingID, f.Message))
+			r.event(pod, node, ReasonNodeDeleting, "Audit", fmt.Sprintf("[%s] %s", kubeproxy.NodeDeletingID, f.Text(policy.Would)))
 		}
 	}
 	r.record(node, annotated, announced)
 	return reconcile.Result{}, errors.Join(errs...)
-}
-
-// namespaceLabels returns the labels of namespace (for the exclude label),
-// from the cache; a namespace that is gone has none.
-func (r *NodeDeleting) namespaceLabels(ctx context.Context, namespace string) (map[string]string, error) {
-	ns := &corev1.Namespace{}
-	if err := r.cache.Get(ctx, client.ObjectKey{Name: namespace}, ns, client.UnsafeDisableDeepCopy); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
-	}
-	return ns.Labels, nil
 }
 
 // patch sets and removes annotations with a JSON merge patch of the pod's

@@ -278,28 +278,3 @@ func (r Result) Action(mayDeny bool) Action {
 	}
 	return ActionWarn
 }
-
-// Messages renders r's findings as "[<policy-id>] <message>": a change as
-// verb + message ("[host-network-endpoint] would set ..." with verb "would "),
-// a violation with its field ("[<id>] spec.containers[0]...: ..."). At most
-// max are rendered, then "[<id>] ... and N more".
-func (r Result) Messages(verb string, max int) []string {
-	n := min(len(r.Findings), max)
-	out := make([]string, 0, n+1)
-	for _, f := range r.Findings[:n] {
-		out = append(out, fmt.Sprintf("[%s] %s", r.Policy, f.Text(verb)))
-	}
-	if rest := len(r.Findings) - n; rest > 0 {
-		out = append(out, fmt.Sprintf("[%s] ... and %d more", r.Policy, rest))
-	}
-	return out
-}
-
-// Text renders f without the policy prefix: a change as verb + message, a
-// violation as "<field>: <message>".
-func (f Finding) Text(verb string) string {
-	if f.Mutates() {
-		return verb + f.Message
-	}
-	return f.String()
-}

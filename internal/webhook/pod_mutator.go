@@ -86,7 +86,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode f
 	}
 
 	results := m.engines.Load().EvaluateEffect(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
-	d := decide(results, !policy.IsMirrorPod(pod), m.metrics)
+	d := decide(policy.Verdicts(pod, results), m.metrics)
 	if len(d.patch) > 0 {
 		// The request's logger already names the pod, the user and the
 		// request ID.

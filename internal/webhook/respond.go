@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
@@ -29,18 +30,16 @@ type decision struct {
 	annotations      map[string]string
 	removals         []string // annotation keys to remove
 	denials          []string
+	causes           []metav1.StatusCause // the denials' fields
 	warnings         []string
 	auditAnnotations map[string]string
 }
 
-// decide turns results into a decision and counts each policy's action.
-// canDeny is false for objects that must never be denied (mirror pods); their
-// Enforce violations become warnings.
-func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decision {
+// decide turns verdicts into a decision and counts each policy's action.
+func decide(verdicts []policy.Verdict, rec *metrics.Recorder) decision {
 	var d decision
-	for _, r := range results {
-		action := r.Action(canDeny)
-		switch action {
+	for _, r := range verdicts {
+		switch r.Action {
 		case policy.ActionAllow:
 		case policy.ActionMutate:
 			for _, f := range r.Findings {
@@ -55,8 +54,9 @@ func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decisi
 			}
 		case policy.ActionDeny:
 			d.denials = append(d.denials, r.Messages("", maxMessagesPerPolicy)...)
+			d.causes = append(d.causes, r.Causes(maxMessagesPerPolicy)...)
 		default:
-			msgs := r.Messages(WouldVerb, maxMessagesPerPolicy)
+			msgs := r.Messages(policy.Would, maxMessagesPerPolicy)
 			d.warnings = append(d.warnings, msgs...)
 			if d.auditAnnotations == nil {
 				d.auditAnnotations = map[string]string{}
@@ -65,13 +65,10 @@ func decide(results []policy.Result, canDeny bool, rec *metrics.Recorder) decisi
 			// every webhook's name ends in ".endpoint-policy.io".
 			d.auditAnnotations[string(r.Policy)] = strings.Join(msgs, "; ")
 		}
-		rec.Decision(r.Policy, action)
+		rec.Decision(r.Policy, r.Action)
 	}
 	return d
 }
-
-// WouldVerb prefixes changes that are reported rather than made.
-const WouldVerb = "would "
 
 // annotationsAt says what the object has of metadata.annotations, which
 // decides the shape of the annotation patch.
@@ -91,6 +88,9 @@ const (
 func (d decision) response(at annotationsAt) admission.Response {
 	if len(d.denials) > 0 {
 		resp := admission.Denied(strings.Join(d.denials, "; "))
+		// The message keeps every field in its text; the causes give them
+		// to clients one by one, as the API server's own validation does.
+		resp.Result.Details = &metav1.StatusDetails{Causes: d.causes}
 		resp.Warnings = d.warnings
 		resp.AuditAnnotations = d.auditAnnotations
 		return resp

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"gomodules.xyz/jsonpatch/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
@@ -33,6 +34,7 @@ func TestDecideAndRespond(t *testing.T) {
 		wantAllowed      bool
 		wantCode         int32
 		wantMessage      string
+		wantCauses       []metav1.StatusCause
 		wantPatch        []jsonpatch.Operation
 		wantWarnings     []string
 		wantAudit        map[string]string
@@ -43,6 +45,7 @@ func TestDecideAndRespond(t *testing.T) {
 			results: []policy.Result{{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation}}},
 			canDeny: true, wantAllowed: false, wantCode: http.StatusForbidden,
 			wantMessage:      "[v] spec.x: x is wrong",
+			wantCauses:       []metav1.StatusCause{{Type: "FieldValueForbidden", Field: "spec.x", Message: "[v] x is wrong"}},
 			wantDecisionsFor: map[string]float64{"v/deny": 1},
 		},
 		{
@@ -129,12 +132,27 @@ func TestDecideAndRespond(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp := decide(tt.results, tt.canDeny, rec).response(tt.at)
+			verdicts := make([]policy.Verdict, len(tt.results))
+			for i, r := range tt.results {
+				verdicts[i] = policy.Verdict{Result: r, Action: r.Action(tt.canDeny)}
+			}
+			resp := decide(verdicts, rec).response(tt.at)
 			if resp.Allowed != tt.wantAllowed {
 				t.Errorf("allowed = %v, want %v", resp.Allowed, tt.wantAllowed)
 			}
 			if resp.Result.Code != tt.wantCode || resp.Result.Message != tt.wantMessage {
 				t.Errorf("result = %d %q, want %d %q", resp.Result.Code, resp.Result.Message, tt.wantCode, tt.wantMessage)
+			}
+			var causes []metav1.StatusCause
+			if resp.Result.Details != nil {
+				causes = resp.Result.Details.Causes
+			}
+			if tt.wantCauses != nil {
+				if diff := cmp.Diff(tt.wantCauses, causes); diff != "" {
+					t.Errorf("status.details.causes (-want +got):\n%s", diff)
+				}
+			} else if !tt.wantAllowed && len(causes) != 1 {
+				t.Errorf("a denial of one finding has causes %v, want one", causes)
 			}
 			if diff := cmp.Diff(tt.wantPatch, resp.Patches); diff != "" {
 				t.Errorf("patch (-want +got):\n%s", diff)

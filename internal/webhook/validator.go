@@ -26,13 +26,6 @@ const (
 	// kube-system/kubeadm-config ConfigMap. Registered narrowly, it may fail
 	// closed.
 	ValidateKubeadmConfigPath = "/validate-kubeadm-config"
-
-	// EventReason is the reason of the Events recorded on objects admitted
-	// with violations that nobody would otherwise see.
-	EventReason = "PolicyViolation"
-
-	// maxEventNote is the events.k8s.io limit on an Event's note.
-	maxEventNote = 1024
 )
 
 // Validator runs the engine's validating policies on the objects of its
@@ -86,7 +79,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 
 	results := v.engines.Load().EvaluateEffect(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
 	mayDeny := policy.MayDeny(obj)
-	d := decide(results, mayDeny, v.metrics)
+	d := decide(policy.Verdicts(obj, results), v.metrics)
 	if len(d.denials) > 0 {
 		logf.FromContext(ctx).Info("Denied", "violations", d.denials)
 	} else if !mayDeny && !isDryRun(req) {
@@ -106,11 +99,8 @@ func (v *Validator) record(obj client.Object, results []policy.Result) {
 		if len(r.Findings) == 0 {
 			continue
 		}
-		note := strings.Join(r.Messages("", maxMessagesPerPolicy), "; ")
-		if len(note) > maxEventNote {
-			note = strings.ToValidUTF8(note[:maxEventNote-3], "") + "..."
-		}
-		v.events.Eventf(obj, nil, corev1.EventTypeWarning, EventReason, "Admitted", "%s", note)
+		note := policy.Shorten(strings.Join(r.Messages("", maxMessagesPerPolicy), "; "), policy.MaxNoteBytes)
+		v.events.Eventf(obj, nil, corev1.EventTypeWarning, policy.EventReason, "Admitted", "%s", note)
 	}
 }
 

@@ -139,7 +139,7 @@ func auditEvents(ctx context.Context, namespace string, uid types.UID) func() ([
 		}
 		var out []eventsv1.Event
 		for _, e := range list.Items {
-			if e.Regarding.UID == uid && e.Action == audit.EventAction && e.Reason == audit.EventReason {
+			if e.Regarding.UID == uid && e.Action == audit.EventAction && e.Reason == policy.EventReason {
 				out = append(out, e)
 			}
 		}

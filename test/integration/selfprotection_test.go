@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -184,6 +186,15 @@ var _ = Describe("Kubernetes' webhook conformance behaviours, against our server
 		Expect(err).To(MatchError(And(
 			ContainSubstring(`admission webhook "validate-kubeadm-config.endpoint-policy.io" denied the request`),
 			ContainSubstring("[apiserver-advertise-address]"))))
+		// The fields reach the client one by one too, as the API server's own
+		// validation gives them (status.details.causes).
+		var status apierrors.APIStatus
+		Expect(errors.As(err, &status)).To(BeTrue(), "a status error: %v", err)
+		Expect(status.Status().Details).NotTo(BeNil())
+		Expect(status.Status().Details.Causes).To(ContainElement(And(
+			HaveField("Type", metav1.CauseType("FieldValueForbidden")),
+			HaveField("Field", ContainSubstring("advertise-address")),
+			HaveField("Message", ContainSubstring("[apiserver-advertise-address]")))))
 	})
 
 	It("mutates before defaulting: the pod it rewrites is then defaulted by the API server", func(ctx context.Context) {

@@ -1,0 +1,94 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// How every front-end words what it found: written once, here.
+const (
+	// Would prefixes a change that is reported rather than made (Audit, the
+	// background audit, the check CLI): "[host-network-endpoint] would set ...".
+	Would = "would "
+
+	// EventReason is the reason of the Events the front-ends record on
+	// objects with violations (admitted mirror pods, the background audit).
+	EventReason = "PolicyViolation"
+
+	// MaxNoteBytes bounds a message that goes into an Event's note (the
+	// events.k8s.io limit) or a report's result.
+	MaxNoteBytes = 1024
+)
+
+// Verdict is one policy's result for one object and what admission does
+// with it: what every front-end reports.
+type Verdict struct {
+	Result
+	Action Action
+}
+
+// Verdicts returns each result for obj with its action (Result.Action, with
+// MayDeny(obj)), in the results' order.
+func Verdicts(obj client.Object, results []Result) []Verdict {
+	mayDeny := MayDeny(obj)
+	out := make([]Verdict, len(results))
+	for i, r := range results {
+		out[i] = Verdict{Result: r, Action: r.Action(mayDeny)}
+	}
+	return out
+}
+
+// Shorten cuts s to at most n bytes, on a UTF-8 boundary, marking the cut
+// with "...".
+func Shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-3], "") + "..."
+}
+
+// Messages renders r's findings as "[<policy-id>] <message>": a change as
+// verb + message ("[host-network-endpoint] would set ..." with verb "would "),
+// a violation with its field ("[<id>] spec.containers[0]...: ..."). At most
+// max are rendered, then "[<id>] ... and N more".
+func (r Result) Messages(verb string, max int) []string {
+	n := min(len(r.Findings), max)
+	out := make([]string, 0, n+1)
+	for _, f := range r.Findings[:n] {
+		out = append(out, fmt.Sprintf("[%s] %s", r.Policy, f.Text(verb)))
+	}
+	if rest := len(r.Findings) - n; rest > 0 {
+		out = append(out, fmt.Sprintf("[%s] ... and %d more", r.Policy, rest))
+	}
+	return out
+}
+
+// Text renders f without the policy prefix: a change as verb + message, a
+// violation as "<field>: <message>".
+func (f Finding) Text(verb string) string {
+	if f.Mutates() {
+		return verb + f.Message
+	}
+	return f.String()
+}
+
+// Causes renders r's findings as the causes of a denial
+// (status.details.causes, as apierrors.NewInvalid fills them): each finding's
+// field, its message with the policy prefix, and reason FieldValueForbidden.
+// At most max are rendered.
+func (r Result) Causes(max int) []metav1.StatusCause {
+	n := min(len(r.Findings), max)
+	out := make([]metav1.StatusCause, 0, n)
+	for _, f := range r.Findings[:n] {
+		c := metav1.StatusCause{Type: metav1.CauseType(field.ErrorTypeForbidden), Message: fmt.Sprintf("[%s] %s", r.Policy, f.Message)}
+		if f.Field != nil {
+			c.Field = f.Field.String()
+		}
+		out = append(out, c)
+	}
+	return out
+}
