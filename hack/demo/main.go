@@ -567,7 +567,7 @@ func waitReady(addr string, p *serverProcess) error {
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-p.done:
-			return false, fmt.Errorf("endpoint-policy exited before it was ready: %v (see its log)", err)
+			return false, fmt.Errorf("endpoint-policy exited before it was ready: %w (see its log)", err)
 		default:
 		}
 		_, err := httpGet("http://" + addr + "/readyz")

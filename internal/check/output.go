@@ -79,7 +79,7 @@ func EmitKubeadmPatches(in *Input, dir, fqdn string) (path string, err error) {
 	if patch == nil {
 		return "", nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("--emit-kubeadm-patches: %w", err)
 	}
 	path = filepath.Join(dir, apiserver.KubeadmPatchFile)

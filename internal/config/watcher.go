@@ -64,7 +64,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 	if fw, err := fsnotify.NewWatcher(); err != nil {
 		w.log.Error(err, "Cannot watch the configuration file for changes; polling only", "interval", w.interval)
 	} else {
-		defer fw.Close() //nolint:errcheck // closing a watcher on shutdown
+		defer fw.Close()
 		if err := fw.Add(filepath.Dir(w.path)); err != nil {
 			w.log.Error(err, "Cannot watch the configuration file for changes; polling only", "interval", w.interval)
 		} else {

@@ -111,7 +111,7 @@ func TestREADMEPolicyTable(t *testing.T) {
 		t.Fatalf("README.md's policy table is not the registry's; run go test ./internal/registry -update\nwant:\n%s\ngot:\n%s", want, got)
 	}
 	out := tableRE.ReplaceAllLiteral(readme, []byte(want))
-	if err := os.WriteFile(path, out, 0o644); err != nil { //nolint:gosec // README.md is a world-readable doc
+	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -103,7 +103,7 @@ func (rv *Reviews) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rv.fail(w, http.StatusBadRequest, errors.New("request body is empty"))
 		return
 	}
-	defer r.Body.Close() //nolint:errcheck // the server closes it anyway
+	defer r.Body.Close()
 	limited := &io.LimitedReader{R: r.Body, N: MaxRequestBytes}
 	body, err := io.ReadAll(limited)
 	if err != nil {

@@ -96,9 +96,9 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 	go func() { exited <- srv.Wait() }()
 	t.Cleanup(func() {
 		_ = srv.Process.Kill()
-		<-exited
+		exit := <-exited
 		if t.Failed() {
-			t.Logf("endpoint-policy %s\n%s", strings.Join(args, " "), logs.String())
+			t.Logf("endpoint-policy %s (%v)\n%s", strings.Join(args, " "), exit, logs.String())
 		}
 	})
 
@@ -160,7 +160,7 @@ func (c *cluster) checkMetricsAuth(t *testing.T, addr string) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		// The server's self-signed metrics certificate; what is tested here
 		// is who may read, not the certificate.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 	}}
 	scrape := func(token string) func() (int, error) {
 		return func() (int, error) {

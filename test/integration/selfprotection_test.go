@@ -256,7 +256,7 @@ var _ = Describe("TLS", func() {
 		r := startReplica("tls13", "", "--tls-min-version=1.3")
 		dial := func(version uint16) error {
 			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", r.addr(),
-				&tls.Config{InsecureSkipVerify: true, MinVersion: version, MaxVersion: version}) //nolint:gosec // a handshake test
+				&tls.Config{InsecureSkipVerify: true, MinVersion: version, MaxVersion: version})
 			if err == nil {
 				conn.Close()
 			}
@@ -266,7 +266,7 @@ var _ = Describe("TLS", func() {
 		Expect(dial(tls.VersionTLS13)).To(Succeed())
 		wio := testEnv.WebhookInstallOptions
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
-			&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}) //nolint:gosec // a handshake test
+			&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
 		Expect(err).NotTo(HaveOccurred(), "TLS 1.2 accepted by default")
 		conn.Close()
 	})

@@ -209,7 +209,7 @@ func drive(c *http.Client, url string, body []byte, rate, conns int, d time.Dura
 
 func fetch(url string) []byte {
 	GinkgoHelper()
-	resp, err := http.Get(url) //nolint:noctx // a loopback profile download
+	resp, err := http.Get(url)
 	Expect(err).NotTo(HaveOccurred())
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -10,6 +10,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -164,13 +165,13 @@ func startServer() {
 	var conn *tls.Conn
 	dialer := &net.Dialer{Timeout: time.Second}
 	conn, err = tls.DialWithDialer(dialer, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
-		&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11}) //nolint:gosec // asserting that old TLS is refused
+		&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		_ = conn.Close()
 		Fail("the webhook server accepted TLS 1.1")
 	}
 	conn, err = tls.DialWithDialer(dialer, "tcp", net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort)),
-		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) //nolint:gosec // test dial
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(conn.ConnectionState().NegotiatedProtocol).To(Equal("http/1.1"), "HTTP/2 must be off unless --enable-http2")
 	_ = conn.Close()
@@ -249,7 +250,7 @@ func readObjects(path string) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	for d := utilyaml.NewYAMLOrJSONDecoder(f, 4096); ; {
 		obj := &unstructured.Unstructured{}
-		if err := d.Decode(&obj.Object); err == io.EOF {
+		if err := d.Decode(&obj.Object); errors.Is(err, io.EOF) {
 			return out
 		} else {
 			Expect(err).NotTo(HaveOccurred(), path)
