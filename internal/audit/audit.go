@@ -66,8 +66,8 @@ type Key struct {
 
 // Options are what the audit needs.
 type Options struct {
-	// Engines is the engine in force.
-	Engines *policy.Store
+	// Engine is the engine in force.
+	Engine *policy.Store
 	// Cluster is the admission path's view (Nodes, kube-apiserver pods).
 	Cluster policy.Cluster
 	// Namespaces reads Namespaces (for the exclude label); the manager's
@@ -90,7 +90,7 @@ type Options struct {
 
 // Audit is the background audit. It runs only on the leader.
 type Audit struct {
-	engines    *policy.Store
+	engine     *policy.Store
 	cluster    policy.Cluster
 	namespaces client.Reader
 	events     events.EventRecorder
@@ -220,8 +220,8 @@ func ownedTemplate(obj client.Object) bool {
 // New creates the audit, its cache and its controller, and adds them to mgr
 // (leader-elected).
 func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
-	if o.Engines == nil || o.Cluster == nil || o.Namespaces == nil || o.Events == nil || o.Metrics == nil || o.ReportingController == "" {
-		return nil, fmt.Errorf("%s: engines, cluster, namespaces, events, reporting controller and metrics are all required", Name)
+	if o.Engine == nil || o.Cluster == nil || o.Namespaces == nil || o.Events == nil || o.Metrics == nil || o.ReportingController == "" {
+		return nil, fmt.Errorf("%s: engine, cluster, namespaces, events, reporting controller and metrics are all required", Name)
 	}
 	opts := CacheOptions()
 	opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
@@ -233,7 +233,7 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return nil, fmt.Errorf("%s cache: %w", Name, err)
 	}
 	a := &Audit{
-		engines:    o.Engines,
+		engine:     o.Engine,
 		cluster:    o.Cluster,
 		namespaces: o.Namespaces,
 		events:     o.Events,
@@ -357,7 +357,7 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		a.done(Key{}) // nothing to audit at all
 		log.Info("Auditing the objects in the cluster", "objects", len(keys))
 		for {
-			changed := a.engines.Changed()
+			changed := a.engine.Changed()
 			timer := time.NewTimer(a.Settings().Interval.Duration)
 			select {
 			case <-ctx.Done():
@@ -498,7 +498,7 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	results := a.engines.Load().Evaluate(policy.Target{Object: obj, NamespaceLabels: nsLabels, Cluster: a.cluster})
+	results := a.engine.Load().Evaluate(policy.Target{Object: obj, NamespaceLabels: nsLabels, Cluster: a.cluster})
 	var violations []violation
 	passes := 0
 	now := time.Now()

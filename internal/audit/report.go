@@ -42,7 +42,7 @@ const (
 var (
 	// PolicyReportGVK and ClusterPolicyReportGVK are the report kinds
 	// (wgpolicyk8s.io/v1alpha2, the API of the Policy Working Group's
-	// prototype that policy engines and report viewers read).
+	// prototype that policy engine and report viewers read).
 	PolicyReportGVK        = schema.GroupVersionKind{Group: "wgpolicyk8s.io", Version: "v1alpha2", Kind: "PolicyReport"}
 	ClusterPolicyReportGVK = schema.GroupVersionKind{Group: "wgpolicyk8s.io", Version: "v1alpha2", Kind: "ClusterPolicyReport"}
 )

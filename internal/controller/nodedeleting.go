@@ -57,7 +57,7 @@ const (
 // policy says (annotations set in Enforce; an Event and a metric in Audit;
 // stale annotations removed in both).
 type NodeDeleting struct {
-	engines *policy.Store
+	engine  *policy.Store         // the engine in force
 	cluster policy.Cluster        // nodes, from the manager's cache
 	cache   client.Reader         // the manager's cache: every node on reloads, namespaces' labels
 	pods    *cluster.SelectedPods // kube-proxy pods, by node
@@ -78,7 +78,7 @@ type NodeDeleting struct {
 
 // NodeDeletingOptions are what the controller needs.
 type NodeDeletingOptions struct {
-	Engines *policy.Store
+	Engine  *policy.Store
 	Cluster policy.Cluster
 	Pods    *cluster.SelectedPods
 	Events  events.EventRecorder
@@ -88,11 +88,11 @@ type NodeDeletingOptions struct {
 // SetupNodeDeleting creates the controller and adds it to mgr
 // (leader-elected, as every controller).
 func SetupNodeDeleting(mgr ctrl.Manager, o NodeDeletingOptions) error {
-	if o.Engines == nil || o.Cluster == nil || o.Pods == nil || o.Events == nil || o.Metrics == nil {
-		return fmt.Errorf("%s controller: engines, cluster, pods, events and metrics are all required", NodeDeletingName)
+	if o.Engine == nil || o.Cluster == nil || o.Pods == nil || o.Events == nil || o.Metrics == nil {
+		return fmt.Errorf("%s controller: engine, cluster, pods, events and metrics are all required", NodeDeletingName)
 	}
 	r := &NodeDeleting{
-		engines:   o.Engines,
+		engine:    o.Engine,
 		cluster:   o.Cluster,
 		cache:     mgr.GetCache(),
 		pods:      o.Pods,
@@ -185,7 +185,7 @@ func podNode(_ context.Context, obj client.Object) []reconcile.Request {
 // a mode change (Audit to Enforce) applies to nodes already being deleted.
 func (r *NodeDeleting) enqueueAllOnReload(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 	go func() {
-		changed := r.engines.Changed()
+		changed := r.engine.Changed()
 		for {
 			select {
 			case <-ctx.Done():
@@ -194,7 +194,7 @@ func (r *NodeDeleting) enqueueAllOnReload(ctx context.Context, q workqueue.Typed
 			}
 			// Re-arm before listing, so that a swap during the listing is
 			// not missed.
-			changed = r.engines.Changed()
+			changed = r.engine.Changed()
 			nodes := &corev1.NodeList{}
 			if err := r.cache.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
 				logf.FromContext(ctx).Error(err, "Cannot list nodes after a configuration reload")
@@ -215,7 +215,7 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	engine := r.engines.Load()
+	engine := r.engine.Load()
 	annotated := 0
 	announced := map[types.UID]string{}
 	var errs []error

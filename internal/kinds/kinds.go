@@ -1,7 +1,13 @@
-// Package kinds is the table of object kinds the policies read and the one
-// decoder that every front-end (admission, background audit, check CLI) uses
-// for them, so that the same bytes give the same typed object, and therefore
-// the same verdict, everywhere.
+// Package kinds is the table of object kinds the policies read, with the
+// decoder of their JSON into the typed objects the rules see.
+//
+// Who decodes with it: the validating webhooks and the check CLI. The pod
+// mutator decodes only the fields the mutating rules may read
+// (policy.MutationPod, in the same pass as the review); the background audit
+// and the kube-proxy controller read typed objects from the informer cache,
+// which client-go decoded. All give the rules the same typed values for the
+// fields they read, which the front-end parity spec
+// (test/integration/frontends_test.go) checks.
 package kinds
 
 import (

@@ -106,10 +106,10 @@ const EventSource = "endpoint-policy"
 
 // Server is a configured, not yet running, webhook server.
 type Server struct {
-	opts    Options
-	cfg     *config.PolicyConfiguration
-	raw     []byte // the configuration file's content in force
-	engines *policy.Store
+	opts   Options
+	cfg    *config.PolicyConfiguration
+	raw    []byte        // the configuration file's content in force
+	engine *policy.Store // the engine in force
 }
 
 // New checks everything the server needs from its own machine (the serving
@@ -130,7 +130,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	return &Server{opts: opts, cfg: cfg, raw: raw, engines: policy.NewStore(engine)}, nil
+	return &Server{opts: opts, cfg: cfg, raw: raw, engine: policy.NewStore(engine)}, nil
 }
 
 // Run serves until ctx is done.
@@ -198,7 +198,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("creating the cluster view: %w", err)
 	}
-	mutator, err := epwebhook.NewPodMutator(s.engines, view, rec)
+	mutator, err := epwebhook.NewPodMutator(s.engine, view, rec)
 	if err != nil {
 		return err
 	}
@@ -209,7 +209,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
 		epwebhook.ValidateKubeadmConfigPath: epwebhook.KubeadmConfigKinds,
 	} {
-		validator, err := epwebhook.NewValidator(path, kinds, s.engines, view, rec, events)
+		validator, err := epwebhook.NewValidator(path, kinds, s.engine, view, rec, events)
 		if err != nil {
 			return err
 		}
@@ -231,7 +231,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return fmt.Errorf("creating the kube-proxy pod cache: %w", err)
 	}
 	if err := controller.SetupNodeDeleting(mgr, controller.NodeDeletingOptions{
-		Engines: s.engines, Cluster: view, Pods: kubeProxyPods, Events: events, Metrics: rec,
+		Engine: s.engine, Cluster: view, Pods: kubeProxyPods, Events: events, Metrics: rec,
 	}); err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	// cluster. kube-proxy-node-deleting is left to its controller, which
 	// keeps it true continuously.
 	aud, err := audit.New(ctx, mgr, audit.Options{
-		Engines: s.engines, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
+		Engine: s.engine, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
 		ReportingController: EventSource, Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
 	})
 	if err != nil {
@@ -257,7 +257,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 				return err
 			}
 			aud.SetSettings(c.Audit)
-			s.engines.Swap(e)
+			s.engine.Swap(e)
 			return nil
 		}
 		w := config.NewWatcher(opts.ConfigFile, s.raw, opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)

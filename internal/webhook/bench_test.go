@@ -70,8 +70,8 @@ func newGenericMutator() admission.Handler {
 
 func newBenchMutator(b *testing.B) admission.Handler {
 	b.Helper()
-	engines, rec, _ := engineFor(b, "")
-	m, err := webhook.NewPodMutator(engines, testCluster, rec)
+	engine, rec, _ := engineFor(b, "")
+	m, err := webhook.NewPodMutator(engine, testCluster, rec)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -171,8 +171,8 @@ func BenchmarkValidator(b *testing.B) {
 		{"kubeadm-config", webhook.KubeadmConfigKinds, fixtures.KubeadmConfig(), "configmaps", 0},
 	} {
 		review := fixtures.Review(bc.obj, bc.resource)
-		engines, rec, _ := engineFor(b, "")
-		v, err := webhook.NewValidator("/validate", bc.kinds, engines, nil, rec, nil)
+		engine, rec, _ := engineFor(b, "")
+		v, err := webhook.NewValidator("/validate", bc.kinds, engine, nil, rec, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -18,12 +18,12 @@ func DecisionCount(reg prometheus.Gatherer, policyID, action string) float64 {
 	return v
 }
 
-// MutatingDecodingsAgree runs the Mutating rules of engines on raw, a pod's
+// MutatingDecodingsAgree runs the Mutating rules of engine on raw, a pod's
 // JSON, decoded whole (kinds.Pod, as the audit and the CLI decode) and as
 // the pod mutator decodes it, and returns how the results differ; "" when
 // they agree or when the whole pod does not decode (the mutator may then
 // still answer, from the fields it reads).
-func MutatingDecodingsAgree(engines *policy.Store, cluster policy.Cluster, raw []byte) string {
+func MutatingDecodingsAgree(store *policy.Store, cluster policy.Cluster, raw []byte) string {
 	whole, err := kinds.Pod.Decode(raw)
 	if err != nil {
 		return ""
@@ -36,7 +36,7 @@ func MutatingDecodingsAgree(engines *policy.Store, cluster policy.Cluster, raw [
 	if err != nil {
 		return fmt.Sprintf("the whole pod decodes, the mutation pod is refused: %v", err)
 	}
-	engine := engines.Load()
+	engine := store.Load()
 	want := engine.EvaluateEffect(policy.Target{Object: whole, Cluster: cluster}, policy.Mutating)
 	got := engine.EvaluateEffect(policy.Target{Object: slim, Cluster: cluster}, policy.Mutating)
 	if !reflect.DeepEqual(got, want) {

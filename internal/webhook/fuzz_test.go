@@ -107,8 +107,8 @@ func patched(t *testing.T, body []byte, resp *admissionv1.AdmissionResponse) []b
 }
 
 func newFuzzMutator(t testing.TB) http.Handler {
-	engines, rec, _ := engineFor(t, "")
-	m, err := webhook.NewPodMutator(engines, testCluster, rec)
+	engine, rec, _ := engineFor(t, "")
+	m, err := webhook.NewPodMutator(engine, testCluster, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +116,9 @@ func newFuzzMutator(t testing.TB) http.Handler {
 }
 
 func newFuzzValidator(t testing.TB, path string, kinds webhook.Kinds) http.Handler {
-	engines, rec, _ := engineFor(t, "")
+	engine, rec, _ := engineFor(t, "")
 	// A FakeRecorder without a channel drops the Events.
-	v, err := webhook.NewValidator(path, kinds, engines, testCluster, rec, &events.FakeRecorder{})
+	v, err := webhook.NewValidator(path, kinds, engine, testCluster, rec, &events.FakeRecorder{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,8 +133,8 @@ func FuzzPodMutator(f *testing.F) {
 		f.Add(fixtures.Review(bp.pod, "pods"))
 	}
 	h := newFuzzMutator(f)
-	engines, rec, _ := engineFor(f, "")
-	m, err := webhook.NewPodMutator(engines, testCluster, rec)
+	engine, rec, _ := engineFor(f, "")
+	m, err := webhook.NewPodMutator(engine, testCluster, rec)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func FuzzPodMutator(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req admissionv1.AdmissionReview
 		if json.Unmarshal(body, &req) == nil && req.Request != nil {
-			if diff := webhook.MutatingDecodingsAgree(engines, testCluster, req.Request.Object.Raw); diff != "" {
+			if diff := webhook.MutatingDecodingsAgree(engine, testCluster, req.Request.Object.Raw); diff != "" {
 				t.Fatalf("the pod mutator's decoding changes the Mutating rules' results:\n%s\nobject: %s", diff, req.Request.Object.Raw)
 			}
 		}

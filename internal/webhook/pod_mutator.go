@@ -28,7 +28,7 @@ const MutatePodPath = "/mutate-v1-pod"
 // It decodes only what the Mutating rules read (mutationPod); served by
 // Reviews, in the same pass as the review.
 type PodMutator struct {
-	engines *policy.Store
+	engine  *policy.Store // the engine in force
 	cluster policy.Cluster
 	metrics *metrics.Recorder
 }
@@ -36,11 +36,11 @@ type PodMutator struct {
 // NewPodMutator returns the pod mutating handler. cluster may be nil (rules
 // that need cluster state, such as kube-proxy-node-deleting, give no
 // verdict).
-func NewPodMutator(engines *policy.Store, cluster policy.Cluster, rec *metrics.Recorder) (*PodMutator, error) {
-	if engines == nil || rec == nil {
+func NewPodMutator(engine *policy.Store, cluster policy.Cluster, rec *metrics.Recorder) (*PodMutator, error) {
+	if engine == nil || rec == nil {
 		return nil, fmt.Errorf("pod mutator needs an engine store and a metrics recorder")
 	}
-	return &PodMutator{engines: engines, cluster: cluster, metrics: rec}, nil
+	return &PodMutator{engine: engine, cluster: cluster, metrics: rec}, nil
 }
 
 // Handle implements admission.Handler.
@@ -85,7 +85,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode f
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 
-	results := m.engines.Load().EvaluateEffect(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
+	results := m.engine.Load().EvaluateEffect(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
 	d := decide(policy.Verdicts(pod, results), m.metrics)
 	if len(d.patch) > 0 {
 		// The request's logger already names the pod, the user and the

@@ -81,8 +81,8 @@ var testCluster = nodes{
 
 func newHarness(t *testing.T, cfgYAML string) *harness {
 	t.Helper()
-	engines, rec, reg := engineFor(t, cfgYAML)
-	m, err := webhook.NewPodMutator(engines, testCluster, rec)
+	engine, rec, reg := engineFor(t, cfgYAML)
+	m, err := webhook.NewPodMutator(engine, testCluster, rec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ const (
 type Validator struct {
 	path    string
 	kinds   Kinds
-	engines *policy.Store
+	engine  *policy.Store // the engine in force
 	cluster policy.Cluster
 	metrics *metrics.Recorder
 	events  events.EventRecorder
@@ -43,11 +43,11 @@ type Validator struct {
 // NewValidator returns the validating handler served at path for kinds.
 // cluster may be nil (rules that need cluster state give no verdict); events
 // may be nil (no Events are recorded).
-func NewValidator(path string, kinds Kinds, engines *policy.Store, cluster policy.Cluster, rec *metrics.Recorder, ev events.EventRecorder) (*Validator, error) {
-	if engines == nil || rec == nil || len(kinds) == 0 {
+func NewValidator(path string, kinds Kinds, engine *policy.Store, cluster policy.Cluster, rec *metrics.Recorder, ev events.EventRecorder) (*Validator, error) {
+	if engine == nil || rec == nil || len(kinds) == 0 {
 		return nil, fmt.Errorf("validator %s needs kinds, an engine store and a metrics recorder", path)
 	}
-	return &Validator{path: path, kinds: kinds, engines: engines, cluster: cluster, metrics: rec, events: ev}, nil
+	return &Validator{path: path, kinds: kinds, engine: engine, cluster: cluster, metrics: rec, events: ev}, nil
 }
 
 // Handle implements admission.Handler.
@@ -77,7 +77,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 		}
 	}
 
-	results := v.engines.Load().EvaluateEffect(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
+	results := v.engine.Load().EvaluateEffect(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
 	mayDeny := policy.MayDeny(obj)
 	d := decide(policy.Verdicts(obj, results), v.metrics)
 	if len(d.denials) > 0 {

@@ -71,9 +71,9 @@ type validatorHarness struct {
 
 func newValidatorHarness(t *testing.T, kinds webhook.Kinds, cfgYAML string) *validatorHarness {
 	t.Helper()
-	engines, rec, reg := engineFor(t, cfgYAML)
+	engine, rec, reg := engineFor(t, cfgYAML)
 	ev := events.NewFakeRecorder(10)
-	v, err := webhook.NewValidator("/validate", kinds, engines, nil, rec, ev)
+	v, err := webhook.NewValidator("/validate", kinds, engine, nil, rec, ev)
 	if err != nil {
 		t.Fatal(err)
 	}

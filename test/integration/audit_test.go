@@ -168,7 +168,7 @@ func startSecondAudit(ctx context.Context) *audit.Audit {
 	engine, err := config.Default().Engine()
 	Expect(err).NotTo(HaveOccurred())
 	a, err := audit.New(ctx, mgr, audit.Options{
-		Engines: policy.NewStore(engine), Cluster: view, Namespaces: mgr.GetCache(),
+		Engine: policy.NewStore(engine), Cluster: view, Namespaces: mgr.GetCache(),
 		Events: mgr.GetEventRecorder(server.EventSource), ReportingController: server.EventSource,
 		Metrics: rec, Settings: config.Default().Audit,
 	})
