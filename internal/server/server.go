@@ -19,6 +19,7 @@ import (
 
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
@@ -202,7 +203,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	register(epwebhook.MutatePodPath, epwebhook.Serve(mutator))
+	register(epwebhook.MutatePodPath, mutator)
 
 	events := mgr.GetEventRecorder(EventSource)
 	for path, kinds := range map[string]epwebhook.Kinds{
@@ -213,7 +214,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		if err != nil {
 			return err
 		}
-		register(path, epwebhook.Serve(validator))
+		register(path, &admission.Webhook{Handler: validator})
 	}
 
 	// The kube-proxy pods are cached by the configured selectors, which

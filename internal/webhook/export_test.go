@@ -1,10 +1,13 @@
 package webhook
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"reflect"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -28,11 +31,11 @@ func MutatingDecodingsAgree(store *policy.Store, cluster policy.Cluster, raw []b
 	if err != nil {
 		return ""
 	}
-	mp, err := decodeMutationPod(raw)
+	mp, err := policy.DecodeMutationPod(raw)
 	if err != nil {
 		return fmt.Sprintf("the whole pod decodes, the mutation pod does not: %v", err)
 	}
-	slim, _, err := mp.pod()
+	slim, err := mp.Pod()
 	if err != nil {
 		return fmt.Sprintf("the whole pod decodes, the mutation pod is refused: %v", err)
 	}
@@ -43,4 +46,16 @@ func MutatingDecodingsAgree(store *policy.Store, cluster policy.Cluster, raw []b
 		return fmt.Sprintf("mutation pod: %+v\nwhole pod: %+v", got, want)
 	}
 	return ""
+}
+
+// Handle answers a request whose object is still raw, as an
+// admission.Handler would be called: the "handle" benchmarks' policy work
+// (decoding the object, the rules, the response) without the HTTP layer.
+func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	mp, err := policy.DecodeMutationPod(req.Object.Raw)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	req.Object.Object = mp
+	return m.webhook.Handle(ctx, req)
 }

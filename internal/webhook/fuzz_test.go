@@ -112,7 +112,7 @@ func newFuzzMutator(t testing.TB) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return webhook.Serve(m).WithRecoverPanic(false)
+	return m.WithRecoverPanic(false)
 }
 
 func newFuzzValidator(t testing.TB, path string, kinds webhook.Kinds) http.Handler {
@@ -122,7 +122,7 @@ func newFuzzValidator(t testing.TB, path string, kinds webhook.Kinds) http.Handl
 	if err != nil {
 		t.Fatal(err)
 	}
-	return webhook.Serve(v).WithRecoverPanic(false)
+	return (&admission.Webhook{Handler: v}).WithRecoverPanic(false)
 }
 
 func FuzzPodMutator(f *testing.F) {
@@ -138,9 +138,9 @@ func FuzzPodMutator(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	// The same mutator without the one-pass decoding: it decodes
-	// req.Object.Raw, as admission.Handlers do.
-	twoPass := webhook.Serve(admission.HandlerFunc(m.Handle)).WithRecoverPanic(false)
+	// The same mutator without the one-pass decoding: controller-runtime's
+	// HTTP layer decodes the review, the mutator then req.Object.Raw.
+	twoPass := (&admission.Webhook{Handler: m}).WithRecoverPanic(false)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req admissionv1.AdmissionReview
 		if json.Unmarshal(body, &req) == nil && req.Request != nil {
@@ -149,7 +149,10 @@ func FuzzPodMutator(f *testing.F) {
 			}
 		}
 		resp := serve(t, h, webhook.MutatePodPath, body)
-		if want := serve(t, twoPass, webhook.MutatePodPath, body); !reflect.DeepEqual(resp, want) {
+		// Reviews our HTTP layer refuses (no UID in the answer) may be read
+		// more leniently by controller-runtime's (a missing kind): only the
+		// answers to a review both read must be the same.
+		if want := serve(t, twoPass, webhook.MutatePodPath, body); resp.UID != "" && !reflect.DeepEqual(resp, want) {
 			t.Fatalf("the one-pass decoding answers %+v, the two-pass one %+v", resp, want)
 		}
 		obj := patched(t, body, resp)

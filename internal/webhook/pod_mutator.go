@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -21,54 +22,46 @@ const MutatePodPath = "/mutate-v1-pod"
 // host-network-endpoint, and kube-proxy-node-deleting for pods created
 // already bound to a node that is being deleted.
 //
-// It is a raw admission.Handler rather than a typed Defaulter on purpose: it
-// emits only the JSON patch operations the policies ask for, instead of
-// re-marshalling the whole pod and diffing it (PatchResponseFromRaw), which is
-// both slower on this hot path and drops fields the Go type does not know.
-// It decodes only what the Mutating rules read (mutationPod); served by
-// Reviews, in the same pass as the review.
+// It is its own http.Handler rather than a typed Defaulter on purpose: it
+// decodes the review and the part of the pod the Mutating rules read
+// (policy.MutationPod) in one pass (serve.go), and emits only the JSON patch
+// operations the policies ask for, instead of re-marshalling the whole pod
+// and diffing it (PatchResponseFromRaw), which is both slower on this hot
+// path and drops fields the Go type does not know.
 type PodMutator struct {
 	engine  *policy.Store // the engine in force
 	cluster policy.Cluster
 	metrics *metrics.Recorder
+	// webhook computes the answer (panic recovery, the request's logger,
+	// completing the response) with admit as its handler.
+	webhook *admission.Webhook
+	log     logr.Logger
 }
 
-// NewPodMutator returns the pod mutating handler. cluster may be nil (rules
+var _ http.Handler = (*PodMutator)(nil)
+
+// NewPodMutator returns the pod mutating webhook. cluster may be nil (rules
 // that need cluster state, such as kube-proxy-node-deleting, give no
 // verdict).
 func NewPodMutator(engine *policy.Store, cluster policy.Cluster, rec *metrics.Recorder) (*PodMutator, error) {
 	if engine == nil || rec == nil {
 		return nil, fmt.Errorf("pod mutator needs an engine store and a metrics recorder")
 	}
-	return &PodMutator{engine: engine, cluster: cluster, metrics: rec}, nil
+	m := &PodMutator{engine: engine, cluster: cluster, metrics: rec, log: logf.Log.WithName("admission")}
+	m.webhook = &admission.Webhook{Handler: admission.HandlerFunc(m.admit)}
+	return m, nil
 }
 
-// Handle implements admission.Handler.
-func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
-	return m.handle(ctx, req, func() (*mutationPod, error) { return decodeMutationPod(req.Object.Raw) })
+// WithRecoverPanic sets whether a panic in the handler is answered with an
+// error (the default) or propagated, for tests.
+func (m *PodMutator) WithRecoverPanic(recoverPanic bool) *PodMutator {
+	m.webhook.WithRecoverPanic(recoverPanic)
+	return m
 }
 
-// newObject and handleDecoded implement objectDecoder: Reviews decodes the
-// pod with the review, in one pass.
-func (m *PodMutator) newObject() any { return &mutationPod{} }
-
-func (m *PodMutator) decoded(obj any) bool {
-	mp, ok := obj.(*mutationPod)
-	return ok && mp != nil && (mp.APIVersion != "" || mp.Kind != "" || mp.Metadata != nil ||
-		mp.Spec.HostNetwork || mp.Spec.NodeName != "" || mp.Spec.InitContainers != nil || mp.Spec.Containers != nil)
-}
-
-func (m *PodMutator) handleDecoded(ctx context.Context, req admission.Request, obj any) admission.Response {
-	return m.handle(ctx, req, func() (*mutationPod, error) {
-		mp, ok := obj.(*mutationPod)
-		if !ok || mp == nil {
-			return nil, errNoObject
-		}
-		return mp, nil
-	})
-}
-
-func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode func() (*mutationPod, error)) admission.Response {
+// admit answers req, whose object ServeHTTP decoded as a
+// *policy.MutationPod (req.Object.Object).
+func (m *PodMutator) admit(ctx context.Context, req admission.Request) admission.Response {
 	if req.Resource != kinds.Pod.Resource || req.SubResource != "" {
 		return admission.Errored(http.StatusBadRequest,
 			fmt.Errorf("%s serves v1 pods, got resource %q subresource %q", MutatePodPath, req.Resource.String(), req.SubResource))
@@ -76,11 +69,11 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode f
 	if req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
-	mp, err := decode()
-	if err != nil {
-		return admission.Errored(http.StatusBadRequest, err)
+	mp, ok := req.Object.Object.(*policy.MutationPod)
+	if !ok || mp == nil {
+		return admission.Errored(http.StatusBadRequest, policy.ErrNoObject)
 	}
-	pod, at, err := mp.pod()
+	pod, err := mp.Pod()
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
@@ -92,5 +85,17 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request, decode f
 		// request ID.
 		logf.FromContext(ctx).Info("Mutating pod", "operations", len(d.patch), "annotations", d.annotations)
 	}
-	return d.response(at)
+	return d.response(annotationsOf(mp))
+}
+
+// annotationsOf says where mp's annotations are, which decides the shape of
+// the annotation patch.
+func annotationsOf(mp *policy.MutationPod) annotationsAt {
+	switch {
+	case mp.Metadata == nil:
+		return noMetadata
+	case mp.Metadata.Annotations == nil:
+		return noAnnotations
+	}
+	return annotationsMap
 }

@@ -86,7 +86,7 @@ func newHarness(t *testing.T, cfgYAML string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{handler: webhook.Serve(m), reg: reg}
+	return &harness{handler: m, reg: reg}
 }
 
 // call posts body as the API server would and returns the response.

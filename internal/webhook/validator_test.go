@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
@@ -77,7 +78,7 @@ func newValidatorHarness(t *testing.T, kinds webhook.Kinds, cfgYAML string) *val
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &validatorHarness{handler: webhook.Serve(v), reg: reg, events: ev}
+	return &validatorHarness{handler: &admission.Webhook{Handler: v}, reg: reg, events: ev}
 }
 
 func (h *validatorHarness) call(t *testing.T, r validationReview) *admissionv1.AdmissionResponse {
