@@ -140,10 +140,10 @@ func positives(t *testing.T) map[policy.ID][]positive {
 	going.Spec.Taints = []corev1.Taint{{Key: kubeproxy.ToBeDeletedTaint, Value: "1700000000", Effect: corev1.TaintEffectNoSchedule}}
 	going.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
 	extra := map[string]client.Object{
-		"node going":                      going,
-		"kube-proxy on the node going":    fixtures.KubeProxy("node-going"),
-		"cilium-operator pinned":          fixtures.CiliumOperatorPinned(),
-		"kube-apiserver mirror pod":       fixtures.APIServerMirrorPod(),
+		"node going":                     going,
+		"kube-proxy on the node going":   fixtures.KubeProxy("node-going"),
+		"cilium-operator pinned":         fixtures.CiliumOperatorPinned(),
+		"kube-apiserver mirror pod":      fixtures.APIServerMirrorPod(),
 		"kubeadm-config, shared address": fixtures.KubeadmConfig(),
 	}
 	for name, obj := range extra {
