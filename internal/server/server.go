@@ -11,10 +11,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -134,24 +137,72 @@ func New(opts Options) (*Server, error) {
 	return &Server{opts: opts, cfg: cfg, raw: raw, engine: policy.NewStore(engine)}, nil
 }
 
-// Run serves until ctx is done.
+// Run serves until ctx is done: ctx ending starts the drain (see drain),
+// after which the manager stops.
 func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
-	opts := s.opts
 	log := logf.FromContext(ctx).WithName("server")
-
 	rec, err := metrics.NewRecorder(crmetrics.Registry)
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	// The manager runs on its own context, cancelled only once the drain is
+	// over.
+	mgrCtx, stopManager := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopManager()
+	mgr, err := s.newManager(mgrCtx, restConfig)
+	if err != nil {
+		return err
+	}
+	view, err := cluster.NewView(ctx, mgr.GetCache())
+	if err != nil {
+		return fmt.Errorf("creating the cluster view: %w", err)
+	}
+	events := mgr.GetEventRecorder(EventSource)
+	drain := newDrain()
+	if err := s.setupAdmission(mgr, drain, view, rec, events); err != nil {
+		return err
+	}
+	aud, err := s.setupLeaderOnly(ctx, mgr, view, rec, events)
+	if err != nil {
+		return err
+	}
+	if err := s.setupReload(mgr, aud, rec, log); err != nil {
+		return err
+	}
+	if err := setupHealth(mgr, drain); err != nil {
+		return err
+	}
+	go s.drainOnStop(ctx, mgrCtx, stopManager, drain, log)
 
-	minVersion := opts.TLSMinVersion
-	if minVersion == 0 {
-		minVersion = tls.VersionTLS12
+	log.Info("Starting", "webhookPort", s.opts.WebhookPort, "config", configSource(s.opts.ConfigFile),
+		"modes", s.cfg.Modes(), "tlsMinVersion", tls.VersionName(s.tlsMinVersion()), "metricsSecure", s.opts.MetricsSecure)
+	return mgr.Start(mgrCtx)
+}
+
+func (s *Server) tlsMinVersion() uint16 {
+	if s.opts.TLSMinVersion == 0 {
+		return tls.VersionTLS12
 	}
-	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minVersion }}
-	if !opts.EnableHTTP2 {
-		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	return s.opts.TLSMinVersion
+}
+
+// tlsOptions apply the minimum TLS version, and HTTP/1.1 only unless
+// --enable-http2, to the webhook and metrics servers.
+func (s *Server) tlsOptions() []func(*tls.Config) {
+	minVersion := s.tlsMinVersion()
+	opts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = minVersion }}
+	if !s.opts.EnableHTTP2 {
+		opts = append(opts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
+	return opts
+}
+
+// newManager creates the manager: webhook and metrics servers, the cache
+// restricted to what the policies read, leader election, and a graceful
+// shutdown bounded by ShutdownTimeout, all running on mgrCtx.
+func (s *Server) newManager(mgrCtx context.Context, restConfig *rest.Config) (manager.Manager, error) {
+	opts := s.opts
+	tlsOpts := s.tlsOptions()
 	metricsOpts := metricsserver.Options{
 		BindAddress: opts.MetricsBindAddress, TLSOpts: tlsOpts,
 		SecureServing: opts.MetricsSecure, CertDir: opts.MetricsCertDir,
@@ -159,11 +210,6 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if opts.MetricsSecure {
 		metricsOpts.FilterProvider = metricsAuth
 	}
-
-	// The manager runs on its own context, cancelled only once the drain
-	// (see drain) is over; ctx ending starts the drain.
-	mgrCtx, stopManager := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopManager()
 	shutdownTimeout := ShutdownTimeout
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Metrics: metricsOpts,
@@ -190,22 +236,21 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		BaseContext:                   func() context.Context { return mgrCtx },
 	})
 	if err != nil {
-		return fmt.Errorf("creating manager: %w", err)
+		return nil, fmt.Errorf("creating manager: %w", err)
 	}
-	drain := newDrain()
-	register := func(path string, h http.Handler) { mgr.GetWebhookServer().Register(path, drain.wrap(h)) }
+	return mgr, nil
+}
 
-	view, err := cluster.NewView(ctx, mgr.GetCache())
-	if err != nil {
-		return fmt.Errorf("creating the cluster view: %w", err)
-	}
+// setupAdmission registers the admission webhooks, each wrapped by the
+// drain: the pod mutator (its own HTTP handler) and the validators (on
+// controller-runtime's admission.Webhook).
+func (s *Server) setupAdmission(mgr manager.Manager, drain *drain, view policy.Cluster, rec *metrics.Recorder, events events.EventRecorder) error {
+	register := func(path string, h http.Handler) { mgr.GetWebhookServer().Register(path, drain.wrap(h)) }
 	mutator, err := epwebhook.NewPodMutator(s.engine, view, rec)
 	if err != nil {
 		return err
 	}
 	register(epwebhook.MutatePodPath, mutator)
-
-	events := mgr.GetEventRecorder(EventSource)
 	for path, kinds := range map[string]epwebhook.Kinds{
 		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
 		epwebhook.ValidateKubeadmConfigPath: epwebhook.KubeadmConfigKinds,
@@ -216,92 +261,103 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		}
 		register(path, &admission.Webhook{Handler: validator})
 	}
+	return nil
+}
 
+// setupLeaderOnly adds what only the leader runs: the kube-proxy controller
+// and the background audit, the same engine on the objects already in the
+// cluster. kube-proxy-node-deleting is left to its controller, which keeps
+// it true continuously.
+func (s *Server) setupLeaderOnly(ctx context.Context, mgr manager.Manager, view policy.Cluster, rec *metrics.Recorder, events events.EventRecorder) (*audit.Audit, error) {
 	// The kube-proxy pods are cached by the configured selectors, which
 	// therefore hold until a restart (config.RestartRequired).
 	kubeProxy, ok := s.cfg.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings)
 	if !ok {
-		return fmt.Errorf("--config: policies.%s has no pod selectors", kubeproxy.NodeDeletingID)
+		return nil, fmt.Errorf("--config: policies.%s has no pod selectors", kubeproxy.NodeDeletingID)
 	}
 	selectors, err := kubeProxy.Selectors()
 	if err != nil {
-		return fmt.Errorf("--config: %w", err)
+		return nil, fmt.Errorf("--config: %w", err)
 	}
 	kubeProxyPods, err := cluster.NewSelectedPods(ctx, mgr, selectors)
 	if err != nil {
-		return fmt.Errorf("creating the kube-proxy pod cache: %w", err)
+		return nil, fmt.Errorf("creating the kube-proxy pod cache: %w", err)
 	}
 	if err := controller.SetupNodeDeleting(mgr, controller.NodeDeletingOptions{
 		Engine: s.engine, Cluster: view, Pods: kubeProxyPods, Events: events, Metrics: rec,
 	}); err != nil {
-		return err
+		return nil, err
 	}
-
-	// The background audit: the same engine on the objects already in the
-	// cluster. kube-proxy-node-deleting is left to its controller, which
-	// keeps it true continuously.
-	aud, err := audit.New(ctx, mgr, audit.Options{
+	return audit.New(ctx, mgr, audit.Options{
 		Engine: s.engine, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
 		ReportingController: EventSource, Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
 	})
-	if err != nil {
-		return err
-	}
+}
 
-	if opts.ConfigFile != "" {
-		apply := func(c *config.PolicyConfiguration) error {
-			if errs := c.RestartRequired(s.cfg); len(errs) > 0 {
-				return fmt.Errorf("%w; the configuration in force is kept", errs.ToAggregate())
-			}
-			e, err := c.Engine()
-			if err != nil {
-				return err
-			}
-			aud.SetSettings(c.Audit)
-			s.engine.Swap(e)
-			return nil
-		}
-		w := config.NewWatcher(opts.ConfigFile, s.raw, opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
-		if err := mgr.Add(w); err != nil {
-			return fmt.Errorf("adding configuration watcher: %w", err)
-		}
+// setupReload watches the configuration file: a valid change swaps the
+// engine and the audit settings; a change that needs a restart
+// (config.RestartRequired) or that does not build is refused, and the
+// configuration in force is kept.
+func (s *Server) setupReload(mgr manager.Manager, aud *audit.Audit, rec *metrics.Recorder, log logr.Logger) error {
+	if s.opts.ConfigFile == "" {
+		return nil
 	}
+	apply := func(c *config.PolicyConfiguration) error {
+		if errs := c.RestartRequired(s.cfg); len(errs) > 0 {
+			return fmt.Errorf("%w; the configuration in force is kept", errs.ToAggregate())
+		}
+		e, err := c.Engine()
+		if err != nil {
+			return err
+		}
+		aud.SetSettings(c.Audit)
+		s.engine.Swap(e)
+		return nil
+	}
+	w := config.NewWatcher(s.opts.ConfigFile, s.raw, s.opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
+	if err := mgr.Add(w); err != nil {
+		return fmt.Errorf("adding configuration watcher: %w", err)
+	}
+	return nil
+}
 
+// setupHealth: alive while the process answers; ready once the webhook's
+// TLS server answers, and not while draining, so that load balancers and
+// probes stop choosing this replica.
+func setupHealth(mgr manager.Manager, drain *drain) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	// Ready only once the webhook's TLS server answers.
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
-
-	// Not ready while draining: load balancers and probes stop choosing us.
 	if err := mgr.AddReadyzCheck("shutdown", drain.checker); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
+	return nil
+}
 
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-mgrCtx.Done():
-			return
-		}
-		log.Info("Shutting down: not ready, closing kept-alive connections after their next response",
-			"shutdownDelay", opts.ShutdownDelay)
-		drain.start()
-		t := time.NewTimer(opts.ShutdownDelay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-mgrCtx.Done():
-		}
-		log.Info("Shutting down: no new connections, finishing in-flight requests", "timeout", shutdownTimeout)
-		stopManager()
-	}()
-
-	log.Info("Starting", "webhookPort", opts.WebhookPort, "config", configSource(opts.ConfigFile),
-		"modes", s.cfg.Modes(), "tlsMinVersion", tls.VersionName(minVersion), "metricsSecure", opts.MetricsSecure)
-	return mgr.Start(mgrCtx)
+// drainOnStop waits for ctx to end, then drains: not ready, kept-alive
+// connections closed after their next response, for ShutdownDelay; then it
+// stops the manager, which stops accepting connections and finishes
+// in-flight requests within ShutdownTimeout.
+func (s *Server) drainOnStop(ctx, mgrCtx context.Context, stopManager context.CancelFunc, drain *drain, log logr.Logger) {
+	select {
+	case <-ctx.Done():
+	case <-mgrCtx.Done():
+		return
+	}
+	log.Info("Shutting down: not ready, closing kept-alive connections after their next response",
+		"shutdownDelay", s.opts.ShutdownDelay)
+	drain.start()
+	t := time.NewTimer(s.opts.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-mgrCtx.Done():
+	}
+	log.Info("Shutting down: no new connections, finishing in-flight requests", "timeout", ShutdownTimeout)
+	stopManager()
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
