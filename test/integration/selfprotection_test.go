@@ -193,7 +193,7 @@ var _ = Describe("Kubernetes' webhook conformance behaviours, against our server
 		Expect(status.Status().Details).NotTo(BeNil())
 		Expect(status.Status().Details.Causes).To(ContainElement(And(
 			HaveField("Type", metav1.CauseType("FieldValueForbidden")),
-			HaveField("Field", ContainSubstring("advertise-address")),
+			HaveField("Field", Equal("data[ClusterConfiguration].apiServer.extraArgs[0]")),
 			HaveField("Message", ContainSubstring("[apiserver-advertise-address]")))))
 	})
 
