@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
@@ -55,7 +56,10 @@ type reportWriter struct {
 	client client.Client
 	mapper meta.RESTMapper
 	state  *state
-	audit  *Audit
+	// initial is closed once the initial audit is over; settings returns
+	// the audit settings in force (interval, results per report).
+	initial  <-chan struct{}
+	settings func() config.Audit
 
 	// installed says, for each report kind found out about, whether its
 	// CRD is installed.
@@ -73,11 +77,11 @@ func (w *reportWriter) Start(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-w.audit.initial:
+	case <-w.initial:
 	}
 	w.discover(ctx, log)
 	for {
-		recheck := time.NewTimer(w.audit.Settings().Interval.Duration)
+		recheck := time.NewTimer(w.settings().Interval.Duration)
 		select {
 		case <-ctx.Done():
 			recheck.Stop()
@@ -93,7 +97,7 @@ func (w *reportWriter) Start(ctx context.Context) error {
 			return nil
 		case <-time.After(settle):
 		}
-		limit := w.audit.Settings().MaxReportResults
+		limit := w.settings().MaxReportResults
 		for ns, entries := range w.state.takeDirty() {
 			err := w.sync(ctx, ns, entries, limit)
 			switch {

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/announce"
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -73,7 +74,7 @@ type NodeDeleting struct {
 	// announced is, per node, the pods whose Audit Event was recorded and
 	// for which reason, so that an Audit Event is recorded once, not at
 	// every reconcile.
-	announced map[string]map[types.UID]string
+	announced announce.Set[string, types.UID, string]
 }
 
 // NodeDeletingOptions are what the controller needs.
@@ -100,7 +101,6 @@ func SetupNodeDeleting(mgr ctrl.Manager, o NodeDeletingOptions) error {
 		events:    o.Events,
 		metrics:   o.Metrics,
 		annotated: map[string]int{},
-		announced: map[string]map[types.UID]string{},
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(NodeDeletingName).
@@ -315,9 +315,7 @@ func (r *NodeDeleting) event(pod *corev1.Pod, node, reason, action, note string)
 // wasAnnounced reports whether the Audit Event for uid and reason was
 // recorded at an earlier reconcile of node.
 func (r *NodeDeleting) wasAnnounced(node string, uid types.UID, reason string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.announced[node][uid] == reason
+	return r.announced.Has(node, uid, reason)
 }
 
 // record keeps node's count of annotated pods (and the gauge) and its
@@ -332,10 +330,6 @@ func (r *NodeDeleting) record(node string, annotated int, announced map[types.UI
 	} else {
 		r.annotated[node] = annotated
 	}
-	if len(announced) == 0 {
-		delete(r.announced, node)
-	} else {
-		r.announced[node] = announced
-	}
+	r.announced.Replace(node, announced)
 	r.metrics.NodeDeletingPods(r.total)
 }

@@ -1,0 +1,115 @@
+package audit
+
+// What the audit caches, and how little of it.
+
+import (
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+)
+
+// audited are the kinds the audit reads: the pods and workloads, and the
+// kubeadm-config ConfigMap, by kind name (Key.Kind).
+var audited = func() map[string]kinds.Kind {
+	m := map[string]kinds.Kind{}
+	for _, k := range append(append([]kinds.Kind{}, kinds.Workloads...), kinds.ConfigMap) {
+		m[k.GVK.Kind] = k
+	}
+	return m
+}()
+
+// lastApplied is kubectl's copy of the whole object: no policy reads it.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// CacheOptions restricts the audit's own cache to what the policies read:
+// hostNetwork pods only (the policies' pods are all hostNetwork: kube-apiserver
+// and kube-vip static pods, kube-proxy; and those the host-network-endpoint
+// rewrite is for), workloads without status or managed fields, and the one
+// kubeadm-config ConfigMap. Pods on the pod network are never listed: 20,000
+// of them cost nothing.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.hostNetwork", "true"), Transform: slim},
+			// Listed in kube-system by name: a Role with resourceNames
+			// [kubeadm-config] in kube-system is all the RBAC it takes.
+			&corev1.ConfigMap{}: {
+				Namespaces: map[string]cache.Config{apiserver.KubeadmConfigNamespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", apiserver.KubeadmConfigName),
+				Transform:  slim,
+			},
+			&appsv1.Deployment{}:  {Transform: slim},
+			&appsv1.StatefulSet{}: {Transform: slim},
+			&appsv1.DaemonSet{}:   {Transform: slim},
+			&appsv1.ReplicaSet{}:  {Transform: slim},
+			&batchv1.Job{}:        {Transform: slim},
+			&batchv1.CronJob{}:    {Transform: slim},
+		},
+		ReaderFailOnMissingInformer: true,
+	}
+}
+
+// slim drops what no policy reads: managed fields, kubectl's copy of the
+// object, status (kept for pods: a finished pod is not an API server), and
+// the pod template of a ReplicaSet or Job that a Deployment or CronJob owns
+// (the owner is audited, see ownedTemplate).
+func slim(obj any) (any, error) {
+	o, ok := obj.(client.Object)
+	if !ok {
+		return obj, nil
+	}
+	o.SetManagedFields(nil)
+	if a := o.GetAnnotations(); a[lastApplied] != "" {
+		delete(a, lastApplied)
+		o.SetAnnotations(a)
+	}
+	switch w := o.(type) {
+	case *corev1.Pod:
+		w.Status = corev1.PodStatus{Phase: w.Status.Phase}
+	case *appsv1.Deployment:
+		w.Status = appsv1.DeploymentStatus{}
+	case *appsv1.StatefulSet:
+		w.Status = appsv1.StatefulSetStatus{}
+	case *appsv1.DaemonSet:
+		w.Status = appsv1.DaemonSetStatus{}
+	case *appsv1.ReplicaSet:
+		w.Status = appsv1.ReplicaSetStatus{}
+		if ownedTemplate(w) {
+			w.Spec.Template = corev1.PodTemplateSpec{}
+		}
+	case *batchv1.Job:
+		w.Status = batchv1.JobStatus{}
+		if ownedTemplate(w) {
+			w.Spec.Template = corev1.PodTemplateSpec{}
+		}
+	case *batchv1.CronJob:
+		w.Status = batchv1.CronJobStatus{}
+	}
+	return obj, nil
+}
+
+// ownedTemplate reports a ReplicaSet owned by a Deployment or a Job owned by
+// a CronJob: its template is its owner's, which the audit reports; its pods
+// are audited as pods.
+func ownedTemplate(obj client.Object) bool {
+	ref := metav1.GetControllerOf(obj)
+	if ref == nil {
+		return false
+	}
+	switch obj.(type) {
+	case *appsv1.ReplicaSet:
+		return ref.Kind == "Deployment" && strings.HasPrefix(ref.APIVersion, "apps/")
+	case *batchv1.Job:
+		return ref.Kind == "CronJob" && strings.HasPrefix(ref.APIVersion, "batch/")
+	}
+	return false
+}

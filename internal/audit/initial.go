@@ -1,0 +1,101 @@
+package audit
+
+// The initial audit: every object found at start, queued once, and the
+// signal that all of them have been audited.
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// enqueueAll audits every object: once the cache has synced (the initial
+// audit, whose end reconciles the existing reports), then every interval and
+// after every configuration reload (a mode change changes every verdict).
+func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInterface[Key]) error {
+	go func() {
+		log := logf.FromContext(ctx).WithName(Name)
+		if !a.cache.WaitForCacheSync(ctx) {
+			return
+		}
+		a.loadAnnounced(ctx)
+		keys := a.keys(ctx)
+		a.pendingMu.Lock()
+		for _, k := range keys {
+			a.pending[k] = true
+		}
+		a.pendingMu.Unlock()
+		// Reconciles wait until here: the Events of an earlier leader are
+		// known, and so is the end of the initial audit.
+		close(a.seeded)
+		for _, k := range keys {
+			q.Add(k)
+		}
+		a.done(Key{}) // nothing to audit at all
+		log.Info("Auditing the objects in the cluster", "objects", len(keys))
+		for {
+			changed := a.engine.Changed()
+			timer := time.NewTimer(a.Settings().Interval.Duration)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-changed:
+				timer.Stop()
+			case <-timer.C:
+			}
+			for _, k := range a.keys(ctx) {
+				q.Add(k)
+			}
+		}
+	}()
+	return nil
+}
+
+// keys lists every object in the audit's cache.
+func (a *Audit) keys(ctx context.Context) []Key {
+	var keys []Key
+	for kindName, k := range audited {
+		obj, err := a.scheme.New(k.GVK.GroupVersion().WithKind(kindName + "List"))
+		list, ok := obj.(client.ObjectList)
+		if err != nil || !ok {
+			logf.FromContext(ctx).Error(err, "No list type", "kind", k.String())
+			continue
+		}
+		if err := a.cache.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			logf.FromContext(ctx).Error(err, "Listing the cache", "kind", k.String())
+			continue
+		}
+		_ = meta.EachListItem(list, func(o runtime.Object) error {
+			if item, ok := o.(client.Object); ok {
+				keys = append(keys, Key{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(item)})
+			}
+			return nil
+		})
+	}
+	return keys
+}
+
+// done records that k was audited; the initial audit ends with the last of
+// the objects found at start.
+func (a *Audit) done(k Key) {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if a.pending == nil {
+		return
+	}
+	delete(a.pending, k)
+	if len(a.pending) == 0 {
+		a.pending = nil
+		close(a.initial)
+		a.announced.Reset() // what is still in it is no longer true
+	}
+}
+
+// Synced is closed once every object found at start has been audited.
+func (a *Audit) Synced() <-chan struct{} { return a.initial }
