@@ -203,8 +203,13 @@ func TestDefaultModes(t *testing.T) {
 		kubeproxy.NodeDeletingID:     policy.Enforce,
 		kubeproxy.ReadinessProbeID:   policy.Audit,
 	}
-	if diff := cmp.Diff(want, config.Default().Modes()); diff != "" {
-		t.Errorf("default modes (-want +got):\n%s", diff)
+	// The released policies' defaults are a contract; a new policy's
+	// default comes from its descriptor (TestDefaultFollowsRegistry).
+	got := config.Default().Modes()
+	for id, mode := range want {
+		if got[id] != mode {
+			t.Errorf("default mode of %s = %q, want %q", id, got[id], mode)
+		}
 	}
 }
 
