@@ -57,5 +57,5 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	req.Object.Object = mp
-	return m.webhook.Handle(ctx, req)
+	return m.admit(ctx, req)
 }

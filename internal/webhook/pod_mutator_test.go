@@ -322,7 +322,7 @@ func TestPodMutatorBadInput(t *testing.T) {
 		{name: "a ConfigMap sent as a pod", body: review("CREATE", "pods", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}`),
 			wantCode: http.StatusBadRequest, wantMsg: "object is a v1 ConfigMap, not a v1 Pod"},
 		{name: "object of the wrong shape", body: review("CREATE", "pods", `{"apiVersion":"v1","kind":"Pod","spec":{"containers":"many"}}`),
-			wantCode: http.StatusBadRequest, wantMsg: "cannot decode object as a v1 Pod"},
+			wantCode: http.StatusBadRequest, wantMsg: "request.object.spec.containers"},
 		{name: "no object", body: review("CREATE", "pods", `null`),
 			wantCode: http.StatusBadRequest, wantMsg: "admission request has no object"},
 		{name: "not JSON", body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":`,

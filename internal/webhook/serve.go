@@ -45,20 +45,12 @@ type reviewWithPod struct {
 
 type requestWithPod struct {
 	admissionv1.AdmissionRequest `json:",inline"`
-	Object                       podField `json:"object"`
-}
-
-// podField decodes the request's object. An object that does not decode
-// keeps its error, so that the review around it still decodes and the
-// answer names the problem and carries the request's UID.
-type podField struct {
-	pod *policy.MutationPod
-	err error
-}
-
-func (f *podField) UnmarshalJSON(b []byte) error {
-	f.pod, f.err = policy.DecodeMutationPod(b)
-	return nil
+	// Object is decoded in place, in the review's one pass: nil when the
+	// request has none (or null). An object that does not decode fails the
+	// review's decoding, with the field named (a custom UnmarshalJSON that
+	// kept the error would have the decoder scan the pod twice more:
+	// BenchmarkPodMutator/*/ours/http, 220 → 316 µs on cilium-operator).
+	Object *policy.MutationPod `json:"object"`
 }
 
 var (
@@ -75,7 +67,7 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	review := reviewWithPod{Request: &requestWithPod{}}
 	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
-		fail(w, m.log, http.StatusBadRequest, fmt.Errorf("cannot decode the AdmissionReview: %w", err))
+		fail(w, m.log, http.StatusBadRequest, fmt.Errorf("cannot decode the AdmissionReview (its object as a v1 Pod): %w", err))
 		return
 	}
 	// v1beta1 has v1's shape; the answer has the request's version.
@@ -90,17 +82,10 @@ func (m *PodMutator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := admission.Request{AdmissionRequest: review.Request.AdmissionRequest}
-	var resp admission.Response
-	switch obj := review.Request.Object; {
-	case obj.err != nil:
-		resp = admission.Errored(http.StatusBadRequest, obj.err)
-		resp.UID = req.UID
-	default:
-		if obj.pod != nil {
-			req.Object.Object = obj.pod
-		}
-		resp = m.webhook.Handle(r.Context(), req)
+	if pod := review.Request.Object; pod != nil {
+		req.Object.Object = pod
 	}
+	resp := m.webhook.Handle(r.Context(), req)
 	write(w, m.log, gvk, &resp.AdmissionResponse)
 }
 

@@ -35,7 +35,7 @@ func TestReviews(t *testing.T) {
 		{name: "null object", contentType: "application/json", body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"CREATE","resource":{"version":"v1","resource":"pods"},"object":null}}`,
 			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "admission request has no object"},
 		{name: "an object the pod type cannot hold", contentType: "application/json", body: review("CREATE", "pods", `{"spec":{"hostNetwork":"yes"}}`),
-			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "cannot decode object as a v1 Pod"},
+			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "request.object.spec.hostNetwork of type bool"},
 		{name: "not JSON", contentType: "application/yaml", body: review("CREATE", "pods", pinnedPod),
 			wantCode: http.StatusBadRequest, wantAPIVersion: "admission.k8s.io/v1", wantMessage: "expected application/json"},
 	} {
