@@ -196,8 +196,8 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 
 // decodePolicy decodes policies.<id> onto p, which holds the policy's
 // defaults. A settings field the file sets replaces the default whole (a
-// list is not merged into the default list); the others keep their
-// defaults.
+// list is not merged into the default list); the others, and those set to
+// null (Helm's and kubectl's way to unset), keep their defaults.
 func decodePolicy(d policy.Descriptor, raw json.RawMessage, p *Policy) error {
 	path := "policies." + string(d.ID)
 	var fields map[string]json.RawMessage
@@ -209,6 +209,11 @@ func decodePolicy(d policy.Descriptor, raw json.RawMessage, p *Policy) error {
 			return err
 		}
 		delete(fields, "mode")
+	}
+	for k, v := range fields {
+		if string(v) == "null" {
+			delete(fields, k)
+		}
 	}
 	if len(fields) == 0 {
 		return nil
@@ -303,14 +308,14 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 	p := field.NewPath("policies")
 	for _, d := range registry.Policies {
 		pp := p.Child(string(d.ID))
-		c, ok := c.Policies[d.ID]
-		if !ok || c == nil {
+		pc, ok := c.Policies[d.ID]
+		if !ok || pc == nil {
 			errs = append(errs, field.Required(pp, "every policy has an entry (config.Default has them all)"))
 			continue
 		}
-		errs = append(errs, validateMode(pp.Child("mode"), c.Mode)...)
-		if c.Settings != nil {
-			errs = append(errs, c.Settings.Validate(pp)...)
+		errs = append(errs, validateMode(pp.Child("mode"), pc.Mode)...)
+		if pc.Settings != nil {
+			errs = append(errs, pc.Settings.Validate(pp)...)
 		}
 	}
 	a := field.NewPath("audit")

@@ -81,6 +81,10 @@ audit:
 				c.Policies[kubeproxy.NodeDeletingID].Mode = policy.Audit
 				c.Policies[kubeproxy.ReadinessProbeID].Mode = policy.Enforce
 			}},
+		{name: "a setting set to null keeps its default", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: null\n  host-network-endpoint:\n    port: null\n    host: 127.0.0.1\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Host = "127.0.0.1"
+			}},
 		{name: "no pod selectors", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: []\n",
 			wantErr: "policies.kube-proxy-node-deleting.podSelectors: Required value"},
 		{name: "a pod selector that selects every pod", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: [{}]\n",

@@ -57,6 +57,35 @@ type Descriptor struct {
 // Doc is the path of the policy's doc page in the repository.
 func (d Descriptor) Doc() string { return "docs/policies/" + string(d.ID) + ".md" }
 
+// DefaultsOf is a descriptor's DefaultSettings for settings of type T, whose
+// defaults defaults returns.
+func DefaultsOf[T any, PT interface {
+	*T
+	Settings
+}](defaults func() T) func() Settings {
+	return func() Settings {
+		s := defaults()
+		return PT(&s)
+	}
+}
+
+// NewWith is a descriptor's New for settings of type T (as DefaultsOf gives
+// them): build makes the rule from them. Settings of another type are an
+// error naming the policy.
+func NewWith[T any, R Rule](id ID, build func(T) (R, error)) func(Settings) (Rule, error) {
+	return func(s Settings) (Rule, error) {
+		settings, err := SettingsAs[T](id, s)
+		if err != nil {
+			return nil, err
+		}
+		r, err := build(*settings)
+		if err != nil {
+			return nil, err // not a Rule holding a nil R
+		}
+		return r, nil
+	}
+}
+
 // SettingsAs returns s as T's pointer, or an error naming the policy when it
 // holds another type: a descriptor's New given settings of another policy.
 func SettingsAs[T any](id ID, s Settings) (*T, error) {

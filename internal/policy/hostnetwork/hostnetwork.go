@@ -59,18 +59,9 @@ var Descriptor = policy.Descriptor{
 	DefaultMode: policy.Enforce,
 	Summary: "hostNetwork pods get `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` pointing at the node-local API load balancer " +
 		"(`localhost:7443`) instead of a pinned control-plane IP",
-	Package: "internal/policy/hostnetwork",
-	DefaultSettings: func() policy.Settings {
-		s := DefaultSettings()
-		return &s
-	},
-	New: func(s policy.Settings) (policy.Rule, error) {
-		settings, err := policy.SettingsAs[Settings](ID, s)
-		if err != nil {
-			return nil, err
-		}
-		return New(*settings)
-	},
+	Package:         "internal/policy/hostnetwork",
+	DefaultSettings: policy.DefaultsOf(DefaultSettings),
+	New:             policy.NewWith(ID, New),
 }
 
 // Settings configure the rule: policies.host-network-endpoint in the

@@ -26,18 +26,11 @@ var NodeDeletingDescriptor = policy.Descriptor{
 	Summary: "kube-proxy pods on a node tainted `ToBeDeletedByClusterAutoscaler` or being deleted get " +
 		"`endpoint-policy.io/node-deleting` and `endpoint-policy.io/node-deleting-since`, removed when the scale-down is cancelled " +
 		"(a controller, and admission for pods created bound to the node)",
-	Package: "internal/policy/kubeproxy",
-	DefaultSettings: func() policy.Settings {
-		s := DefaultSettings()
-		return &s
-	},
-	New: func(s policy.Settings) (policy.Rule, error) {
-		settings, err := policy.SettingsAs[Settings](NodeDeletingID, s)
-		if err != nil {
-			return nil, err
-		}
-		return NewNodeDeletingRule(*settings, time.Now)
-	},
+	Package:         "internal/policy/kubeproxy",
+	DefaultSettings: policy.DefaultsOf(DefaultSettings),
+	New: policy.NewWith(NodeDeletingID, func(s Settings) (*NodeDeletingRule, error) {
+		return NewNodeDeletingRule(s, time.Now)
+	}),
 }
 
 // Settings configure the kube-proxy-node-deleting rule:
