@@ -2,6 +2,7 @@
 // the Kubernetes API server safe.
 //
 //	endpoint-policy serve [flags]          run the admission webhook server
+//	endpoint-policy agent [flags]          verify the node-local API endpoint on this node
 //	endpoint-policy check -f PATH [flags]  check manifests offline
 //	endpoint-policy version                print the version
 package main
@@ -32,10 +33,11 @@ const usage = `endpoint-policy keeps how cluster components reach and advertise 
 
 Usage:
   endpoint-policy serve [flags]          run the admission webhook server
+  endpoint-policy agent [flags]          verify the node-local API endpoint on this node (a DaemonSet)
   endpoint-policy check -f PATH [flags]  check manifests offline, without a cluster
   endpoint-policy version                print the version
 
-Run "endpoint-policy serve -h" or "endpoint-policy check -h" for their flags.
+Run "endpoint-policy <command> -h" for a command's flags.
 `
 
 func main() {
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "agent":
+		return agentCommand(args[1:], stderr)
 	case "check":
 		return checkCommand(args[1:], os.Stdin, stdout, stderr)
 	case "version":
@@ -88,6 +92,8 @@ func serve(args []string, stderr io.Writer) int {
 		"Elect a leader for the controllers, so that only one replica runs them.")
 	fs.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease; defaults to the namespace the server runs in.")
+	fs.StringVar(&opts.Namespace, "namespace", os.Getenv("POD_NAMESPACE"),
+		"Release namespace, where the node agents' Leases are; defaults to $POD_NAMESPACE, then --leader-election-namespace, then the namespace the server runs in.")
 	fs.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", 15*time.Second,
 		"How long a leader's Lease lasts without renewal: the longest the controllers stand still after the leader dies.")
 	fs.DurationVar(&opts.RenewDeadline, "leader-election-renew-deadline", 10*time.Second,

@@ -71,7 +71,15 @@ func TestRun(t *testing.T) {
 			wantStderr: "--config: open /nonexistent/config.yaml: no such file or directory"},
 		{name: "invalid configuration file", args: []string{"serve", "--cert-dir", certs, "--config", badConfig}, wantCode: 1,
 			wantStderr: "--config: " + badConfig + ": policies.host-network-endpoint.port: Invalid value: 0"},
-		{name: "unreadable kubeconfig", args: []string{"serve", "--cert-dir", certs, "--kubeconfig", "/nonexistent/kubeconfig"}, wantCode: 1,
+		{name: "no namespace outside a pod", args: []string{"serve", "--cert-dir", certs}, wantCode: 1,
+			wantStderr: "--namespace: the release namespace, where the node agents' Leases are, is unknown outside a pod"},
+		{name: "agent without a node", args: []string{"agent", "--namespace", "ep"}, wantCode: 2,
+			wantStderr: "--node-name: required"},
+		{name: "agent heartbeat shorter than its interval", args: []string{"agent", "--node-name", "n", "--namespace", "ep", "--interval", "1m", "--heartbeat", "30s"},
+			wantCode: 2, wantStderr: "--heartbeat 30s: must be at least --interval (1m0s)"},
+		{name: "agent with an unreadable kubeconfig", args: []string{"agent", "--node-name", "n", "--namespace", "ep", "--kubeconfig", "/nonexistent/kubeconfig"},
+			wantCode: 1, wantStderr: "--kubeconfig /nonexistent/kubeconfig"},
+		{name: "unreadable kubeconfig", args: []string{"serve", "--cert-dir", certs, "--namespace", "endpoint-policy", "--kubeconfig", "/nonexistent/kubeconfig"}, wantCode: 1,
 			wantStderr: "--kubeconfig /nonexistent/kubeconfig"},
 	}
 	for _, tt := range tests {

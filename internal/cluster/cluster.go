@@ -7,21 +7,31 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 )
 
 // CacheOptions restricts the manager's cache to what the policies read:
 // only kube-apiserver pods (component=kube-apiserver), Nodes without the
 // parts no policy reads (container image lists, managed fields), which are
-// most of a Node's size, and Namespaces' metadata (the exclude label).
+// most of a Node's size, and Namespaces' metadata (the exclude label). The
+// node agents' Leases have their own informer (NewLeaseInformer).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -32,6 +42,48 @@ func CacheOptions() cache.Options {
 		},
 	}
 }
+
+// NewLeaseInformer returns an informer on the node agents' Leases in
+// namespace, the release namespace. It is not part of the manager's cache on
+// purpose: the manager starts nothing until every informer of its cache has
+// synced, and Leases that cannot be listed (RBAC from an older chart) must
+// cost host-network-endpoint its rewrites (no node is verified), not stop
+// the kube-proxy controller, the audit and the other policies. Run it with
+// LeaseInformerRunnable.
+func NewLeaseInformer(clients kubernetes.Interface, namespace string) toolscache.SharedIndexInformer {
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			opts.LabelSelector = hostnetwork.AgentLeaseSelector().String()
+			return clients.CoordinationV1().Leases(namespace).List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.LabelSelector = hostnetwork.AgentLeaseSelector().String()
+			return clients.CoordinationV1().Leases(namespace).Watch(ctx, opts)
+		},
+	}
+	inf := toolscache.NewSharedIndexInformer(lw, &coordinationv1.Lease{}, 0, toolscache.Indexers{})
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if l, ok := obj.(*coordinationv1.Lease); ok {
+			l.ManagedFields = nil
+		}
+		return obj, nil
+	})
+	return inf
+}
+
+// LeaseInformerRunnable runs inf as a manager.Runnable on every replica.
+type LeaseInformerRunnable struct {
+	Informer toolscache.SharedIndexInformer
+}
+
+// Start implements manager.Runnable.
+func (r LeaseInformerRunnable) Start(ctx context.Context) error {
+	r.Informer.RunWithContext(ctx)
+	return nil
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: false.
+func (LeaseInformerRunnable) NeedLeaderElection() bool { return false }
 
 func stripNamespace(obj any) (any, error) {
 	if ns, ok := obj.(*corev1.Namespace); ok {
@@ -52,19 +104,26 @@ func stripNode(obj any) (any, error) {
 	return obj, nil
 }
 
-// View implements policy.Cluster on an informer cache. Until the informers
-// have synced it knows nothing (rules give no verdict); after that, reads are
-// in-memory and never block.
+// View implements policy.Cluster on an informer cache, and
+// hostnetwork.Verifications on its Nodes and the node agents' Leases. Until
+// the informers have synced it knows nothing (rules give no verdict); after
+// that, reads are in-memory and never block.
 type View struct {
+	*Endpoints
 	reader      client.Reader
 	nodes, pods cache.Informer
 }
 
-var _ policy.Cluster = (*View)(nil)
+var (
+	_ policy.Cluster            = (*View)(nil)
+	_ hostnetwork.Verifications = (*View)(nil)
+)
 
 // NewView registers the Node and Pod informers with c (they start with the
-// cache) and returns the view on them.
-func NewView(ctx context.Context, c cache.Cache) (*View, error) {
+// cache; CacheOptions restricts them) and returns the view on them and on
+// leases (NewLeaseInformer), which the caller runs. Leases that carry no
+// readable report are logged to log and ignored.
+func NewView(ctx context.Context, c cache.Cache, leases toolscache.SharedIndexInformer, log logr.Logger) (*View, error) {
 	nodes, err := c.GetInformer(ctx, &corev1.Node{}, cache.BlockUntilSynced(false))
 	if err != nil {
 		return nil, fmt.Errorf("node informer: %w", err)
@@ -73,8 +132,89 @@ func NewView(ctx context.Context, c cache.Cache) (*View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}
-	return &View{reader: c, nodes: nodes, pods: pods}, nil
+	v := &View{reader: c, nodes: nodes, pods: pods}
+	var nodesFed, leasesFed toolscache.ResourceEventHandlerRegistration
+	v.Endpoints = NewEndpoints(time.Now, func() bool { return nodesFed.HasSynced() && leasesFed.HasSynced() })
+	if nodesFed, err = nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { v.setNode(obj) },
+		UpdateFunc: func(_, obj any) { v.setNode(obj) },
+		DeleteFunc: func(obj any) {
+			if n, ok := tombstoned[*corev1.Node](obj); ok {
+				v.DeleteNode(n.Name)
+			}
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("node informer: %w", err)
+	}
+	setLease := func(obj any) {
+		if l, ok := obj.(*coordinationv1.Lease); ok {
+			if err := v.SetLease(l); err != nil {
+				log.Error(err, "Ignoring a node agent Lease")
+			}
+		}
+	}
+	if leasesFed, err = leases.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    setLease,
+		UpdateFunc: func(_, obj any) { setLease(obj) },
+		DeleteFunc: func(obj any) {
+			if l, ok := tombstoned[*coordinationv1.Lease](obj); ok {
+				v.DeleteLease(l.Name)
+			}
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("lease informer: %w", err)
+	}
+	return v, nil
 }
+
+func (v *View) setNode(obj any) {
+	if n, ok := obj.(*corev1.Node); ok {
+		v.SetNode(n)
+	}
+}
+
+// tombstoned returns the object of a delete notification, which may come as
+// a tombstone when the informer missed the deletion.
+func tombstoned[T any](obj any) (T, bool) {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	o, ok := obj.(T)
+	return o, ok
+}
+
+// Refresher returns a manager.Runnable that calls Refresh every interval,
+// once the view has synced, and passes the counts of nodes by status to
+// report. It runs on every replica (each admits pods): no leader election.
+func (v *View) Refresher(interval time.Duration, report func(map[hostnetwork.Status]int)) Refresher {
+	return Refresher{v: v, interval: interval, report: report}
+}
+
+// Refresher keeps a view's groups current (View.Refresher).
+type Refresher struct {
+	v        *View
+	interval time.Duration
+	report   func(map[hostnetwork.Status]int)
+}
+
+// Start implements manager.Runnable.
+func (r Refresher) Start(ctx context.Context) error {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		if r.v.VerificationsSynced() {
+			r.report(r.v.Refresh())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: false.
+func (Refresher) NeedLeaderElection() bool { return false }
 
 // Node implements policy.Cluster.
 func (v *View) Node(name string) (*corev1.Node, bool) {

@@ -47,6 +47,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/registry"
 )
 
@@ -381,4 +382,18 @@ func (c *PolicyConfiguration) RestartRequired(running *PolicyConfiguration) fiel
 		}
 	}
 	return errs
+}
+
+// HostNetworkSettings returns host-network-endpoint's settings in c: what the
+// node agent checks.
+func HostNetworkSettings(c *PolicyConfiguration) (hostnetwork.Settings, error) {
+	p := c.Policies[hostnetwork.ID]
+	if p == nil {
+		return hostnetwork.Settings{}, fmt.Errorf("policies.%s: not configured", hostnetwork.ID)
+	}
+	s, err := policy.SettingsAs[hostnetwork.Settings](hostnetwork.ID, p.Settings)
+	if err != nil {
+		return hostnetwork.Settings{}, err
+	}
+	return *s, nil
 }

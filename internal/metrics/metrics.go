@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 )
 
 // AnnotationAction is what the kube-proxy controller did with a pod's
@@ -33,6 +34,7 @@ type Recorder struct {
 	nodeDeletingPods    prometheus.Gauge
 	nodeDeletingChanges *prometheus.CounterVec
 	violations          *prometheus.GaugeVec
+	endpointNodes       *prometheus.GaugeVec
 }
 
 // NewRecorder creates the metrics and registers them with reg.
@@ -63,7 +65,14 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 			Help: "Objects in the cluster that currently violate a policy (or lack a mutation it would make), by policy, namespace and kind, as the background audit last saw them (reported by the leader).",
 		}, []string{"policy", "namespace", "kind"}),
 	}
+	r.endpointNodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "endpoint_policy_endpoint_nodes",
+		Help: "Nodes by the status of host-network-endpoint's endpoint on them, as the node agents last reported it (Verified, Unreachable, CertificateNotValidForHost, UnknownAuthority, NotReady, Unauthorized), or NoReport, Stale.",
+	}, []string{"status"})
 	var err error
+	if r.endpointNodes, err = register(reg, r.endpointNodes); err != nil {
+		return nil, err
+	}
 	if r.violations, err = register(reg, r.violations); err != nil {
 		return nil, err
 	}
@@ -100,6 +109,14 @@ func (r *Recorder) Violations(id policy.ID, namespace, kind string, n int) {
 		return
 	}
 	r.violations.WithLabelValues(string(id), namespace, kind).Set(float64(n))
+}
+
+// EndpointNodes sets the number of nodes with each status, every status
+// included, so that one no node has any more reads 0.
+func (r *Recorder) EndpointNodes(counts map[hostnetwork.Status]int) {
+	for _, s := range hostnetwork.Statuses {
+		r.endpointNodes.WithLabelValues(string(s)).Set(float64(counts[s]))
+	}
 }
 
 // ConfigReload records the outcome of a configuration reload.

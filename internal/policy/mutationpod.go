@@ -14,7 +14,7 @@ import (
 
 // MutationPod is the part of a pod the Mutating rules may read, in the API's
 // JSON shape: the pod mutator decodes only this, in the same pass as the
-// AdmissionReview, and skips the rest (probes, resources, volumes,
+// AdmissionReview, and skips the rest (probes, resources, volumes, pod
 // affinity, managed fields). That is most of what makes it cheaper than
 // decoding whole pods (BenchmarkPodMutator/*/ours vs /generic,
 // docs/performance.md). The background audit and the check CLI decode whole
@@ -27,8 +27,15 @@ type MutationPod struct {
 	metav1.TypeMeta `json:",inline"`
 	Metadata        *MutationMeta `json:"metadata"` // nil: no metadata at all
 	Spec            struct {
-		HostNetwork    bool                `json:"hostNetwork"`
-		NodeName       string              `json:"nodeName"`
+		HostNetwork  bool              `json:"hostNetwork"`
+		NodeName     string            `json:"nodeName"`
+		NodeSelector map[string]string `json:"nodeSelector"`
+		// Affinity holds only the node affinity: which nodes the pod can
+		// run on (host-network-endpoint's verification).
+		Affinity *struct {
+			NodeAffinity *corev1.NodeAffinity `json:"nodeAffinity"`
+		} `json:"affinity"`
+		Tolerations    []corev1.Toleration `json:"tolerations"`
 		InitContainers []MutationContainer `json:"initContainers"`
 		Containers     []MutationContainer `json:"containers"`
 	} `json:"spec"`
@@ -114,6 +121,10 @@ func (m *MutationPod) Pod() (*corev1.Pod, error) {
 		pod.Labels, pod.Annotations = md.Labels, md.Annotations
 	}
 	pod.Spec.HostNetwork, pod.Spec.NodeName = m.Spec.HostNetwork, m.Spec.NodeName
+	pod.Spec.NodeSelector, pod.Spec.Tolerations = m.Spec.NodeSelector, m.Spec.Tolerations
+	if a := m.Spec.Affinity; a != nil && a.NodeAffinity != nil {
+		pod.Spec.Affinity = &corev1.Affinity{NodeAffinity: a.NodeAffinity}
+	}
 	pod.Spec.InitContainers = containersOf(m.Spec.InitContainers)
 	pod.Spec.Containers = containersOf(m.Spec.Containers)
 	return pod, nil
@@ -154,6 +165,18 @@ func (m *MutationPod) DeepCopyObject() runtime.Object {
 		out.Metadata = &c
 	}
 	out.Spec.HostNetwork, out.Spec.NodeName = m.Spec.HostNetwork, m.Spec.NodeName
+	out.Spec.NodeSelector = maps.Clone(m.Spec.NodeSelector)
+	if a := m.Spec.Affinity; a != nil {
+		out.Spec.Affinity = &struct {
+			NodeAffinity *corev1.NodeAffinity `json:"nodeAffinity"`
+		}{NodeAffinity: a.NodeAffinity.DeepCopy()}
+	}
+	if m.Spec.Tolerations != nil {
+		out.Spec.Tolerations = make([]corev1.Toleration, len(m.Spec.Tolerations))
+		for i := range m.Spec.Tolerations {
+			m.Spec.Tolerations[i].DeepCopyInto(&out.Spec.Tolerations[i])
+		}
+	}
 	out.Spec.InitContainers = copyContainers(m.Spec.InitContainers)
 	out.Spec.Containers = copyContainers(m.Spec.Containers)
 	return out

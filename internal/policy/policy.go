@@ -98,6 +98,12 @@ type Finding struct {
 	// RemoveAnnotations, for mutating rules, are annotation keys the object
 	// has and must no longer have (a rule undoing what it did earlier).
 	RemoveAnnotations []string
+	// Unverified, for mutating rules, marks a change the rule holds back
+	// because it could not prove the change safe (host-network-endpoint's
+	// endpoint is not verified on the pod's nodes): the object is admitted
+	// unchanged, with Message as the warning. Such a finding has no Patch
+	// and its action is ActionUnverified.
+	Unverified bool
 }
 
 // Mutates reports whether applying the finding changes the object.
@@ -120,7 +126,8 @@ const (
 	// Validating rules report violations: denied in Enforce, warned in Audit.
 	Validating Effect = iota
 	// Mutating rules report changes (every finding has a Patch, Annotations
-	// or RemoveAnnotations): applied in Enforce, warned in Audit.
+	// or RemoveAnnotations, or is Unverified): applied in Enforce, warned in
+	// Audit.
 	Mutating
 )
 
@@ -136,7 +143,7 @@ func (e Effect) String() string {
 // globals, no clock but one given at construction; everything a rule needs is
 // given at construction (its settings) or in the Target (which may include a
 // read-only Cluster view). A rule is either mutating (every finding mutates,
-// see Finding.Mutates) or validating (none does).
+// see Finding.Mutates, or is Unverified) or validating (none does).
 type Rule interface {
 	// ID is the policy's stable identifier.
 	ID() ID
@@ -263,6 +270,10 @@ const (
 	// ActionWarn: findings in Audit, or in Enforce on an object that must
 	// not be denied (see MayDeny), are reported and nothing else happens.
 	ActionWarn Action = "warn"
+	// ActionUnverified: a mutating rule held its change back because it
+	// could not prove it safe (Finding.Unverified), in either mode: the
+	// object is admitted unchanged with a warning.
+	ActionUnverified Action = "unverified"
 )
 
 // Action returns what admission does with r. mayDeny is false for objects
@@ -271,6 +282,8 @@ func (r Result) Action(mayDeny bool) Action {
 	switch {
 	case len(r.Findings) == 0:
 		return ActionAllow
+	case r.Findings[0].Unverified:
+		return ActionUnverified
 	case r.Mode == Enforce && r.Findings[0].Mutates():
 		return ActionMutate
 	case r.Mode == Enforce && mayDeny && !r.Findings[0].Mutates():

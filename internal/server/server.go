@@ -8,10 +8,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -60,6 +63,12 @@ type Options struct {
 	// LeaderElectionNamespace holds the leader election Lease; "" means the
 	// namespace the server runs in.
 	LeaderElectionNamespace string
+	// Namespace is the release namespace, where the node agents' Leases
+	// are; "" means the namespace the server runs in.
+	Namespace string
+	// EndpointRefreshInterval is how often expired node agent reports are
+	// noticed and endpoint_policy_endpoint_nodes is updated; zero means 1s.
+	EndpointRefreshInterval time.Duration
 	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
 	// zero keeps controller-runtime's defaults (15s, 10s, 2s).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -110,10 +119,11 @@ const EventSource = "endpoint-policy"
 
 // Server is a configured, not yet running, webhook server.
 type Server struct {
-	opts   Options
-	cfg    *config.PolicyConfiguration
-	raw    []byte        // the configuration file's content in force
-	engine *policy.Store // the engine in force
+	opts      Options
+	cfg       *config.PolicyConfiguration
+	raw       []byte        // the configuration file's content in force
+	engine    *policy.Store // the engine in force
+	namespace string        // the release namespace
 }
 
 // New checks everything the server needs from its own machine (the serving
@@ -134,7 +144,29 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	return &Server{opts: opts, cfg: cfg, raw: raw, engine: policy.NewStore(engine)}, nil
+	namespace, err := releaseNamespace(opts.Namespace, opts.LeaderElectionNamespace)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{opts: opts, cfg: cfg, raw: raw, engine: policy.NewStore(engine), namespace: namespace}, nil
+}
+
+// inClusterNamespace is where a pod finds its namespace.
+const inClusterNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// releaseNamespace is the first of: the namespace asked for, the leader
+// election namespace, the pod's own namespace.
+func releaseNamespace(names ...string) (string, error) {
+	for _, n := range names {
+		if n != "" {
+			return n, nil
+		}
+	}
+	data, err := os.ReadFile(inClusterNamespace)
+	if ns := strings.TrimSpace(string(data)); err == nil && ns != "" {
+		return ns, nil
+	}
+	return "", fmt.Errorf("--namespace: the release namespace, where the node agents' Leases are, is unknown outside a pod: set --namespace or POD_NAMESPACE")
 }
 
 // Run serves until ctx is done: ctx ending starts the drain (see drain),
@@ -153,9 +185,24 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	view, err := cluster.NewView(ctx, mgr.GetCache())
+	clients, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return fmt.Errorf("creating the API client: %w", err)
+	}
+	leases := cluster.NewLeaseInformer(clients, s.namespace)
+	if err := mgr.Add(cluster.LeaseInformerRunnable{Informer: leases}); err != nil {
+		return fmt.Errorf("adding the node agent Lease informer: %w", err)
+	}
+	view, err := cluster.NewView(ctx, mgr.GetCache(), leases, log.WithName("endpoints"))
 	if err != nil {
 		return fmt.Errorf("creating the cluster view: %w", err)
+	}
+	refresh := s.opts.EndpointRefreshInterval
+	if refresh <= 0 {
+		refresh = time.Second
+	}
+	if err := mgr.Add(view.Refresher(refresh, rec.EndpointNodes)); err != nil {
+		return fmt.Errorf("adding the endpoint refresher: %w", err)
 	}
 	events := mgr.GetEventRecorder(EventSource)
 	drain := newDrain()

@@ -198,3 +198,59 @@ func BenchmarkValidator(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPodMutatorNodes: the same pods in a cluster of 5,000 cached nodes
+// whose node agents all verified the endpoint, or all but 50: the
+// per-node decision of host-network-endpoint (verification: Required)
+// evaluates a pod only against the nodes that did not, so the steady state
+// costs what BenchmarkPodMutator does, whatever the cluster's size.
+// cilium-operator is a Deployment's pod (no node yet, tolerates every
+// taint: every node is a candidate); kube-proxy a DaemonSet's (one node,
+// by node affinity).
+func BenchmarkPodMutatorNodes(b *testing.B) {
+	kubeProxy := fixtures.KubeProxy("")
+	kubeProxy.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+			MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{"node-00042"}}},
+		}}},
+	}}
+	for _, c := range []struct {
+		name       string
+		unverified int
+	}{{"5000-nodes-verified", 0}, {"5000-nodes-50-unverified", 50}} {
+		cluster := largeCluster(b, 5000, c.unverified)
+		engine, rec, _ := engineFor(b, "")
+		m, err := webhook.NewPodMutator(engine, cluster, rec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bp := range []benchPod{
+			{"cilium-operator", fixtures.CiliumOperator(), 5},
+			{"kube-proxy-daemonset", kubeProxy, 3},
+		} {
+			if c.unverified > 0 && bp.name == "cilium-operator" {
+				bp.ops = 0 // its 50 unverified candidates keep it unchanged, with a warning
+			}
+			review := fixtures.Review(bp.pod, "pods")
+			b.Run(bp.name+"/"+c.name+"/handle", func(b *testing.B) {
+				req := decodedRequest(b, review)
+				b.SetBytes(int64(len(review)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if resp := m.Handle(b.Context(), req); !resp.Allowed || len(resp.Patches) != bp.ops {
+						b.Fatalf("allowed %v, %d operations, want %d: %v", resp.Allowed, len(resp.Patches), bp.ops, resp.Warnings)
+					}
+				}
+			})
+			b.Run(bp.name+"/"+c.name+"/http", func(b *testing.B) {
+				b.SetBytes(int64(len(review)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if rr := serveReview(m, review); rr.Code != http.StatusOK {
+						b.Fatalf("HTTP %d: %s", rr.Code, rr.Body)
+					}
+				}
+			})
+		}
+	}
+}

@@ -72,12 +72,12 @@ func (n nodes) Node(name string) (*corev1.Node, bool) { node, ok := n[name]; ret
 func (nodes) APIServerPods() ([]*corev1.Pod, bool) { return nil, true }
 
 // testCluster has a healthy node and one that cluster-autoscaler is about to
-// delete.
-var testCluster = nodes{
-	"node-ok": {ObjectMeta: metav1.ObjectMeta{Name: "node-ok"}},
-	"node-going": {ObjectMeta: metav1.ObjectMeta{Name: "node-going"}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+// delete, and their node agents verified localhost:7443 on both.
+var testCluster = verifiedCluster(nodes{
+	"node-ok": {ObjectMeta: metav1.ObjectMeta{Name: "node-ok", Labels: map[string]string{corev1.LabelOSStable: "linux"}}},
+	"node-going": {ObjectMeta: metav1.ObjectMeta{Name: "node-going", Labels: map[string]string{corev1.LabelOSStable: "linux"}}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{
 		{Key: kubeproxy.ToBeDeletedTaint, Value: "1795420800", Effect: corev1.TaintEffectNoSchedule}}}},
-}
+}, "localhost:7443")
 
 func newHarness(t *testing.T, cfgYAML string) *harness {
 	t.Helper()

@@ -542,8 +542,12 @@ func TestRBAC(t *testing.T) {
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubeadm-config"}, Verbs: []string{"list", "watch"}},
 		},
 		"Role/" + namespace + "/" + release + "-leader-election": {
-			rule("coordination.k8s.io", "leases", "get", "create", "update"),
+			rule("coordination.k8s.io", "leases", "get", "list", "watch", "create", "update"),
 			rule("", "events", "create", "patch"),
+		},
+		// The node agent's, and its only grant.
+		"Role/" + namespace + "/" + release + "-agent": {
+			rule("coordination.k8s.io", "leases", "get", "list", "watch", "create", "update", "patch"),
 		},
 	}
 	got := map[string][]rbacv1.PolicyRule{}
@@ -561,12 +565,16 @@ func TestRBAC(t *testing.T) {
 		t.Errorf("RBAC rules (-want +got):\n%s", diff)
 	}
 
-	// Every role is bound to the server's ServiceAccount, and only to it.
+	// Every role is bound to the server's ServiceAccount, and only to it;
+	// the agent's to the agent's.
 	bound := map[string]bool{}
 	for _, u := range append(m.ofKind("ClusterRoleBinding"), m.ofKind("RoleBinding")...) {
 		b := &rbacv1.RoleBinding{}
 		typed(t, u, b)
 		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: namespace}}
+		if b.RoleRef.Name == release+"-agent" {
+			want[0].Name = release + "-agent"
+		}
 		if !cmp.Equal(b.Subjects, want) {
 			t.Errorf("%s %s subjects = %+v", u.GetKind(), b.Name, b.Subjects)
 		}
@@ -691,6 +699,12 @@ func TestValuesRejected(t *testing.T) {
 		{"string for a number", []string{"--set-string", "replicaCount=two"}, "/replicaCount"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true"}, "networkPolicy.apiServerPeers"},
 		{"kube-system", []string{"--namespace", "kube-system"}, "must not be installed into kube-system"},
+		{"no agent with verification Required", []string{"--set", "agent.enabled=false"},
+			"agent.enabled=false with config.policies.host-network-endpoint.verification=Required"},
+		{"bad verification", []string{"--set", "config.policies.host-network-endpoint.verification=Maybe"},
+			"/config/policies/host-network-endpoint/verification"},
+		{"candidate without a port", []string{"--set", "config.policies.host-network-endpoint.candidates[0]=localhost"},
+			"/config/policies/host-network-endpoint/candidates/0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"template", release, chartDir, "--namespace", namespace}, tc.flags...)
@@ -803,5 +817,57 @@ func compareFields(t *testing.T, path string, typ reflect.Type, schema map[strin
 		if _, ok := fields[name]; !ok {
 			t.Errorf("%s.%s: in values.schema.json, not in PolicyConfiguration", path, name)
 		}
+	}
+}
+
+// The node agent: a DaemonSet on every node, on the host's network, with
+// its own ServiceAccount and nothing it does not need.
+func TestAgent(t *testing.T) {
+	m := render(t)
+	ds := &appsv1.DaemonSet{}
+	typed(t, m.find(t, "DaemonSet", release+"-agent"), ds)
+	spec := ds.Spec.Template.Spec
+	if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("hostNetwork %v, dnsPolicy %s; want the host's network with cluster DNS", spec.HostNetwork, spec.DNSPolicy)
+	}
+	if !cmp.Equal(spec.Tolerations, []corev1.Toleration{{Operator: corev1.TolerationOpExists}}) {
+		t.Errorf("tolerations %+v, want every taint tolerated", spec.Tolerations)
+	}
+	if spec.PriorityClassName != "system-node-critical" || spec.ServiceAccountName != release+"-agent" {
+		t.Errorf("priority class %q, ServiceAccount %q", spec.PriorityClassName, spec.ServiceAccountName)
+	}
+	m.find(t, "ServiceAccount", release+"-agent")
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if c.Args[0] != "agent" || flag(t, c.Args, "interval") != "30s" || flag(t, c.Args, "heartbeat") != "5m" ||
+		flag(t, c.Args, "config") != "/etc/endpoint-policy/config/config.yaml" {
+		t.Errorf("args %q", c.Args)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if !cmp.Equal(env, map[string]string{"NODE_NAME": "spec.nodeName", "POD_NAMESPACE": "metadata.namespace"}) {
+		t.Errorf("downward API env %v", env)
+	}
+	sc := c.SecurityContext
+	if sc == nil || !ptr.Deref(sc.ReadOnlyRootFilesystem, false) || ptr.Deref(sc.AllowPrivilegeEscalation, true) ||
+		sc.Capabilities == nil || !cmp.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 ||
+		spec.SecurityContext == nil || !ptr.Deref(spec.SecurityContext.RunAsNonRoot, false) {
+		t.Errorf("security context %+v / %+v: want non-root, read-only root, no capabilities", spec.SecurityContext, sc)
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("resources %+v: want small requests and a memory limit", c.Resources)
+	}
+
+	// Without the agent, the rewrite must not need it: verification Off
+	// renders, and no agent.
+	m = render(t, "--set", "agent.enabled=false", "--set", "config.policies.host-network-endpoint.verification=Off")
+	if m.ofKind("DaemonSet") != nil {
+		t.Errorf("agent.enabled=false rendered a DaemonSet")
 	}
 }

@@ -19,10 +19,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/audit"
@@ -161,11 +163,14 @@ func startSecondAudit(ctx context.Context) *audit.Audit {
 		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)}, // a second "audit" controller
 	})
 	Expect(err).NotTo(HaveOccurred())
-	view, err := cluster.NewView(ctx, mgr.GetCache())
+	view, err := cluster.NewView(ctx, mgr.GetCache(), cluster.NewLeaseInformer(fake.NewClientset(), serverNamespace), logf.Log)
 	Expect(err).NotTo(HaveOccurred())
 	rec, err := metrics.NewRecorder(prometheus.NewRegistry())
 	Expect(err).NotTo(HaveOccurred())
-	engine, err := config.Default().Engine()
+	// The suite's configuration, as the server runs it.
+	cfg, err := config.Parse([]byte(configYAML(nil)))
+	Expect(err).NotTo(HaveOccurred())
+	engine, err := cfg.Engine()
 	Expect(err).NotTo(HaveOccurred())
 	a, err := audit.New(ctx, mgr, audit.Options{
 		Engine: policy.NewStore(engine), Cluster: view, Namespaces: mgr.GetCache(),

@@ -162,8 +162,14 @@ func launchReplica(name, certDir string, logs logSink, extra []string) *replica 
 	}
 	port := freePort()
 	r := &replica{name: name, port: port, healthAddr: freeAddr(), logs: logs, exited: make(chan struct{})}
+	// The suite's configuration (verification Off: no node agents here); a
+	// --config in extra comes later and wins.
+	configPath := filepath.Join(GinkgoT().TempDir(), "config.yaml")
+	Expect(os.WriteFile(configPath, []byte(configYAML(nil)), 0o600)).To(Succeed())
 	args := append([]string{"serve",
 		"--kubeconfig=" + saKubeconfigPath,
+		"--config=" + configPath,
+		"--namespace=" + serverNamespace,
 		fmt.Sprintf("--webhook-port=%d", port),
 		"--cert-dir=" + certDir,
 		"--metrics-bind-address=0",

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/server"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
@@ -136,6 +137,7 @@ func startServer() {
 	opts.HealthProbeBindAddress = probeAddr
 	opts.LeaderElect = true
 	opts.LeaderElectionNamespace = serverNamespace
+	opts.Namespace = serverNamespace
 	opts.ShutdownDelay = 0
 
 	srv, err := server.New(opts)
@@ -178,15 +180,24 @@ func startServer() {
 }
 
 // configYAML renders the built-in configuration, changed by edit, as a
-// configuration file.
+// configuration file. host-network-endpoint's verification is Off: envtest
+// has no nodes and no node agents, and the specs of what a rewrite changes
+// are not about where it is allowed; the verification specs
+// (verification_test.go) turn it on.
 func configYAML(edit func(*config.PolicyConfiguration)) string {
 	c := config.Default()
+	hostNetworkSettings(c).Verification = hostnetwork.VerificationOff
 	if edit != nil {
 		edit(c)
 	}
 	out, err := yaml.Marshal(c)
 	Expect(err).NotTo(HaveOccurred())
 	return string(out)
+}
+
+// hostNetworkSettings are c's host-network-endpoint settings, to edit.
+func hostNetworkSettings(c *config.PolicyConfiguration) *hostnetwork.Settings {
+	return c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings)
 }
 
 // writeConfig replaces the running server's configuration file and waits

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,19 +65,82 @@ var Descriptor = policy.Descriptor{
 	New:             policy.NewWith(ID, New),
 }
 
+// Verification says whether a pod is rewritten only to an endpoint the node
+// agents verified on its nodes.
+type Verification string
+
+const (
+	// VerificationRequired rewrites a pod only to an endpoint verified, by
+	// the node agent, on every node the pod can run on. The default.
+	VerificationRequired Verification = "Required"
+	// VerificationOff rewrites every pod to the configured endpoint,
+	// whatever answers there.
+	VerificationOff Verification = "Off"
+)
+
+// HostAuto as the host makes each node's first verified candidate its
+// endpoint.
+const HostAuto = "auto"
+
 // Settings configure the rule: policies.host-network-endpoint in the
 // configuration file.
 type Settings struct {
-	// Host and Port are the node-local API load balancer.
+	// Host and Port are the node-local API load balancer. Host "auto" makes
+	// each node's first verified candidate its endpoint; Port is then not
+	// used.
 	Host string `json:"host"`
 	Port int32  `json:"port"`
 	// Override selects which existing values are rewritten.
 	Override Override `json:"override"`
+	// Candidates are the endpoints ("host:port") the node agent checks
+	// besides the configured one: the node-local balancers of the
+	// distributions people run, so that a failed check can name the one that
+	// answers, and host: auto can pick it.
+	Candidates []string `json:"candidates"`
+	// Verification says whether a rewrite needs the endpoint verified on
+	// the pod's nodes.
+	Verification Verification `json:"verification"`
 }
 
-// DefaultSettings point at k0s' node-local load balancer.
+// DefaultCandidates are the node-local API endpoints of k0s (NLLB), Talos
+// (KubePrism), k3s agents and kubespray workers, in that order.
+func DefaultCandidates() []string {
+	return []string{"localhost:7443", "127.0.0.1:7445", "127.0.0.1:6444", "localhost:6443"}
+}
+
+// DefaultSettings point at k0s' node-local load balancer, verified.
 func DefaultSettings() Settings {
-	return Settings{Host: "localhost", Port: 7443, Override: OverrideIPLiterals}
+	return Settings{
+		Host: "localhost", Port: 7443, Override: OverrideIPLiterals,
+		Candidates: DefaultCandidates(), Verification: VerificationRequired,
+	}
+}
+
+// Auto reports whether each node picks its own endpoint (host: auto).
+func (s Settings) Auto() bool { return s.Host == HostAuto }
+
+// Endpoint is the configured endpoint, "host:port"; "" under host: auto.
+func (s Settings) Endpoint() string {
+	if s.Auto() {
+		return ""
+	}
+	return net.JoinHostPort(s.Host, strconv.Itoa(int(s.Port)))
+}
+
+// Endpoints are the endpoints the node agent checks, in order: the
+// configured one (unless host: auto), then the candidates not already
+// listed.
+func (s Settings) Endpoints() []string {
+	var out []string
+	if e := s.Endpoint(); e != "" {
+		out = append(out, e)
+	}
+	for _, c := range s.Candidates {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Validate returns the problems with s, with field paths under fldPath.
@@ -84,14 +148,18 @@ func (s Settings) Validate(fldPath *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	switch {
 	case s.Host == "":
-		errs = append(errs, field.Required(fldPath.Child("host"), "the node-local API load balancer's host name or IP"))
-	case isIP(s.Host):
-	default:
-		for _, msg := range validation.IsDNS1123Subdomain(s.Host) {
-			errs = append(errs, field.Invalid(fldPath.Child("host"), s.Host, "must be an IP address or a DNS name: "+msg))
+		errs = append(errs, field.Required(fldPath.Child("host"), "the node-local API load balancer's host name or IP, or auto"))
+	case s.Auto():
+		if len(s.Candidates) == 0 {
+			errs = append(errs, field.Required(fldPath.Child("candidates"), "host: auto picks each node's endpoint from the candidates"))
 		}
+		if s.Verification == VerificationOff {
+			errs = append(errs, field.Invalid(fldPath.Child("verification"), s.Verification, "host: auto needs the node agents' verification"))
+		}
+	default:
+		errs = append(errs, validateHost(fldPath.Child("host"), s.Host)...)
 	}
-	if s.Port < 1 || s.Port > 65535 {
+	if !s.Auto() && (s.Port < 1 || s.Port > 65535) {
 		errs = append(errs, field.Invalid(fldPath.Child("port"), s.Port, "must be between 1 and 65535, inclusive"))
 	}
 	switch s.Override {
@@ -100,14 +168,61 @@ func (s Settings) Validate(fldPath *field.Path) field.ErrorList {
 		errs = append(errs, field.NotSupported(fldPath.Child("override"), s.Override,
 			[]Override{OverrideIPLiterals, OverrideAlways, OverrideNever}))
 	}
+	seen := map[string]bool{}
+	for i, c := range s.Candidates {
+		p := fldPath.Child("candidates").Index(i)
+		host, port, err := net.SplitHostPort(c)
+		if err != nil {
+			errs = append(errs, field.Invalid(p, c, "must be host:port (an IPv6 address in brackets)"))
+			continue
+		}
+		errs = append(errs, validateHost(p, host)...)
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			errs = append(errs, field.Invalid(p, c, "the port must be between 1 and 65535, inclusive"))
+		}
+		if seen[c] {
+			errs = append(errs, field.Duplicate(p, c))
+		}
+		seen[c] = true
+	}
+	switch s.Verification {
+	case VerificationRequired, VerificationOff:
+	default:
+		errs = append(errs, field.NotSupported(fldPath.Child("verification"), s.Verification,
+			[]Verification{VerificationRequired, VerificationOff}))
+	}
+	return errs
+}
+
+func validateHost(p *field.Path, host string) field.ErrorList {
+	if isIP(host) {
+		return nil
+	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Subdomain(host) {
+		errs = append(errs, field.Invalid(p, host, "must be an IP address or a DNS name: "+msg))
+	}
 	return errs
 }
 
 // Rule is the host-network-endpoint rule.
 type Rule struct {
 	settings Settings
-	port     string // settings.Port, formatted once
-	endpoint string // "<host>:<port>" for EndpointAnnotation
+	fixed    target // the configured endpoint; zero under host: auto
+}
+
+// target is an endpoint to point containers at.
+type target struct {
+	host, port string
+	endpoint   string // "<host>:<port>" for EndpointAnnotation
+}
+
+func targetOf(endpoint string) (target, error) {
+	host, port, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return target{}, err
+	}
+	return target{host: host, port: port, endpoint: endpoint}, nil
 }
 
 var _ policy.Rule = (*Rule)(nil)
@@ -117,8 +232,11 @@ func New(s Settings) (*Rule, error) {
 	if errs := s.Validate(field.NewPath(string(ID))); len(errs) > 0 {
 		return nil, errs.ToAggregate()
 	}
-	port := strconv.Itoa(int(s.Port))
-	return &Rule{settings: s, port: port, endpoint: net.JoinHostPort(s.Host, port)}, nil
+	r := &Rule{settings: s}
+	if !s.Auto() {
+		r.fixed = target{host: s.Host, port: strconv.Itoa(int(s.Port)), endpoint: s.Endpoint()}
+	}
+	return r, nil
 }
 
 // ID implements policy.Rule.
@@ -129,24 +247,77 @@ func (r *Rule) Effect() policy.Effect { return policy.Mutating }
 
 // Evaluate implements policy.Rule. It applies to hostNetwork pods that are
 // neither excluded nor mirror pods, and returns one finding per container
-// whose endpoint it would change.
+// whose endpoint it would change. With verification Required, the change is
+// made only to an endpoint the node agents verified on every node the pod
+// can run on; otherwise the one finding is Unverified and says why. A
+// front-end without the agents' reports (check) gets the change, with a
+// message that admission applies it only where verified.
 func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	pod, ok := t.Object.(*corev1.Pod)
 	if !ok || !pod.Spec.HostNetwork || policy.Excluded(pod, t.NamespaceLabels) || policy.IsMirrorPod(pod) {
 		return nil, false
 	}
+	if r.settings.Verification == VerificationOff {
+		return r.findings(pod, r.fixed), true
+	}
+	// Under host: auto the endpoint is not known until the nodes are: first
+	// see whether any container would change at all.
+	probe := r.fixed
+	if r.settings.Auto() {
+		probe = target{host: HostAuto, port: "0", endpoint: HostAuto}
+	}
+	findings := r.findings(pod, probe)
+	if len(findings) == 0 {
+		return nil, true
+	}
+	v, online := t.Cluster.(Verifications)
+	if !online {
+		return r.offline(findings), true
+	}
+	endpoint, warning := verify(pod, v, r.fixed.endpoint)
+	if warning != "" {
+		return []policy.Finding{{Message: warning, Unverified: true}}, true
+	}
+	if endpoint == r.fixed.endpoint {
+		return findings, true
+	}
+	tgt, err := targetOf(endpoint)
+	if err != nil {
+		return []policy.Finding{{Message: fmt.Sprintf("not rewritten: the verified endpoint %q is not host:port", endpoint), Unverified: true}}, true
+	}
+	return r.findings(pod, tgt), true
+}
+
+// offline words findings for a front-end that has no agent reports.
+func (r *Rule) offline(findings []policy.Finding) []policy.Finding {
+	if r.settings.Auto() {
+		return []policy.Finding{{
+			Message: "point KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT at the endpoint the node agent verified on the pod's node " +
+				"(host: auto): admission rewrites the pod only where one endpoint is verified on every node it can run on",
+			Unverified: true,
+		}}
+	}
+	for i := range findings {
+		findings[i].Message += "; admission applies it only where the node agent verified " + r.fixed.endpoint + " on the pod's node"
+	}
+	return findings
+}
+
+// findings returns one finding per container that must change to point at
+// t.
+func (r *Rule) findings(pod *corev1.Pod, t target) []policy.Finding {
 	var findings []policy.Finding
 	for i := range pod.Spec.InitContainers {
-		if f, ok := r.container(&pod.Spec.InitContainers[i], "initContainers", i, "init container"); ok {
+		if f, ok := r.container(t, &pod.Spec.InitContainers[i], "initContainers", i, "init container"); ok {
 			findings = append(findings, f)
 		}
 	}
 	for i := range pod.Spec.Containers {
-		if f, ok := r.container(&pod.Spec.Containers[i], "containers", i, "container"); ok {
+		if f, ok := r.container(t, &pod.Spec.Containers[i], "containers", i, "container"); ok {
 			findings = append(findings, f)
 		}
 	}
-	return findings, true
+	return findings
 }
 
 // envState is what a container says about one variable. Like the kubelet,
@@ -173,7 +344,7 @@ func (e envState) String() string {
 
 // container decides what to change in one container and returns the finding,
 // with the minimal patch, when anything changes.
-func (r *Rule) container(c *corev1.Container, list string, index int, kind string) (policy.Finding, bool) {
+func (r *Rule) container(t target, c *corev1.Container, list string, index int, kind string) (policy.Finding, bool) {
 	var host, port envState
 	for i := range c.Env {
 		var s *envState
@@ -189,13 +360,13 @@ func (r *Rule) container(c *corev1.Container, list string, index int, kind strin
 		s.value, s.valueFrom = c.Env[i].Value, c.Env[i].ValueFrom != nil
 	}
 
-	setHost, hostIsOurs := r.decideHost(host)
+	setHost, hostIsOurs := r.decideHost(t, host)
 	// The port follows the host: a host we set gets our port, or the pair
 	// points nowhere. A host that already names ours gets our port where it
 	// has none (the kubelet would fill in the Service's 443); a port the user
 	// chose beside it is theirs unless Override is Always. A host we leave
 	// alone keeps its port.
-	portDiffers := !port.present() || port.valueFrom || port.value != r.port
+	portDiffers := !port.present() || port.valueFrom || port.value != t.port
 	var setPort bool
 	switch {
 	case setHost:
@@ -229,10 +400,10 @@ func (r *Rule) container(c *corev1.Container, list string, index int, kind strin
 		}
 	}
 	if setHost {
-		apply(EnvHost, r.settings.Host, host)
+		apply(EnvHost, t.host, host)
 	}
 	if setPort {
-		apply(EnvPort, r.port, port)
+		apply(EnvPort, t.port, port)
 	}
 	switch {
 	case len(added) == 0:
@@ -249,19 +420,19 @@ func (r *Rule) container(c *corev1.Container, list string, index int, kind strin
 		Field:       field.NewPath("spec", list).Index(index).Child("env"),
 		Message:     fmt.Sprintf("set %s in %s %q", strings.Join(changes, ", "), kind, c.Name),
 		Patch:       ops,
-		Annotations: map[string]string{EndpointAnnotation: r.endpoint},
+		Annotations: map[string]string{EndpointAnnotation: t.endpoint},
 	}, true
 }
 
 // decideHost returns whether KUBERNETES_SERVICE_HOST must be set, and whether
 // it already names the configured host.
-func (r *Rule) decideHost(host envState) (set, ours bool) {
+func (r *Rule) decideHost(t target, host envState) (set, ours bool) {
 	switch {
 	case !host.present():
 		return true, false
 	case host.valueFrom:
 		return r.settings.Override == OverrideAlways, false
-	case host.value == r.settings.Host:
+	case host.value == t.host:
 		return false, true
 	case host.value == "":
 		// An empty host breaks in-cluster configuration outright; setting it

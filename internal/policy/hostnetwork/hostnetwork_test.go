@@ -74,13 +74,21 @@ func applyFindings(t *testing.T, pod *corev1.Pod, findings []policy.Finding) *co
 	return patched
 }
 
+// unverified are the default settings without the node agents'
+// verification: the tests of what a rewrite changes.
+func unverified() hostnetwork.Settings {
+	s := hostnetwork.DefaultSettings()
+	s.Verification = hostnetwork.VerificationOff
+	return s
+}
+
 func TestRuleEnv(t *testing.T) {
-	def := hostnetwork.DefaultSettings()
+	def := unverified()
 	always := def
 	always.Override = hostnetwork.OverrideAlways
 	never := def
 	never.Override = hostnetwork.OverrideNever
-	kubespray := hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideIPLiterals}
+	kubespray := hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideIPLiterals, Verification: hostnetwork.VerificationOff}
 
 	const H, P = hostnetwork.EnvHost, hostnetwork.EnvPort
 	tests := []struct {
@@ -167,7 +175,7 @@ func TestRuleEnv(t *testing.T) {
 				t.Errorf("field = %s, want %s", got, want)
 			}
 			wantEndpoint := "localhost:7443"
-			if tt.settings == kubespray {
+			if tt.settings.Host == kubespray.Host {
 				wantEndpoint = "127.0.0.1:6443"
 			}
 			if got := f.Annotations[hostnetwork.EndpointAnnotation]; got != wantEndpoint {
@@ -233,7 +241,7 @@ func TestRuleScope(t *testing.T) {
 }
 
 func TestRuleInitContainersAndMessages(t *testing.T) {
-	rule, err := hostnetwork.New(hostnetwork.DefaultSettings())
+	rule, err := hostnetwork.New(unverified())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,17 +287,31 @@ func TestSettingsValidate(t *testing.T) {
 		wantErrs []string
 	}{
 		{name: "defaults", settings: hostnetwork.DefaultSettings()},
-		{name: "IPv4 host", settings: hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideNever}},
-		{name: "IPv6 host", settings: hostnetwork.Settings{Host: "::1", Port: 1, Override: hostnetwork.OverrideAlways}},
-		{name: "empty host", settings: hostnetwork.Settings{Port: 7443, Override: hostnetwork.OverrideIPLiterals},
+		{name: "IPv4 host", settings: hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideNever, Verification: hostnetwork.VerificationOff}},
+		{name: "IPv6 host", settings: hostnetwork.Settings{Host: "::1", Port: 1, Override: hostnetwork.OverrideAlways, Verification: hostnetwork.VerificationOff}},
+		{name: "empty host", settings: hostnetwork.Settings{Port: 7443, Override: hostnetwork.OverrideIPLiterals, Verification: hostnetwork.VerificationOff},
 			wantErrs: []string{"p.host: Required value"}},
-		{name: "host with port", settings: hostnetwork.Settings{Host: "localhost:7443", Port: 7443, Override: hostnetwork.OverrideIPLiterals},
+		{name: "host with port", settings: hostnetwork.Settings{Host: "localhost:7443", Port: 7443, Override: hostnetwork.OverrideIPLiterals, Verification: hostnetwork.VerificationOff},
 			wantErrs: []string{`p.host: Invalid value: "localhost:7443"`}},
-		{name: "port 0", settings: hostnetwork.Settings{Host: "localhost", Port: 0, Override: hostnetwork.OverrideIPLiterals},
+		{name: "port 0", settings: hostnetwork.Settings{Host: "localhost", Port: 0, Override: hostnetwork.OverrideIPLiterals, Verification: hostnetwork.VerificationOff},
 			wantErrs: []string{"p.port: Invalid value: 0: must be between 1 and 65535"}},
-		{name: "port 65536", settings: hostnetwork.Settings{Host: "localhost", Port: 65536, Override: hostnetwork.OverrideIPLiterals},
+		{name: "port 65536", settings: hostnetwork.Settings{Host: "localhost", Port: 65536, Override: hostnetwork.OverrideIPLiterals, Verification: hostnetwork.VerificationOff},
 			wantErrs: []string{"p.port: Invalid value: 65536"}},
-		{name: "bad override", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: "Sometimes"},
+		{name: "auto", settings: hostnetwork.Settings{Host: "auto", Override: hostnetwork.OverrideIPLiterals,
+			Candidates: hostnetwork.DefaultCandidates(), Verification: hostnetwork.VerificationRequired}},
+		{name: "auto without candidates", settings: hostnetwork.Settings{Host: "auto", Override: hostnetwork.OverrideIPLiterals,
+			Verification: hostnetwork.VerificationRequired},
+			wantErrs: []string{"p.candidates: Required value"}},
+		{name: "auto without verification", settings: hostnetwork.Settings{Host: "auto", Override: hostnetwork.OverrideIPLiterals,
+			Candidates: []string{"localhost:7443"}, Verification: hostnetwork.VerificationOff},
+			wantErrs: []string{`p.verification: Invalid value: "Off": host: auto needs`}},
+		{name: "bad candidates", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: hostnetwork.OverrideIPLiterals,
+			Candidates: []string{"localhost", "[::1]:6443", "bad_host:1", "localhost:0", "[::1]:6443"}, Verification: hostnetwork.VerificationRequired},
+			wantErrs: []string{`p.candidates[0]: Invalid value: "localhost": must be host:port`, `p.candidates[2]: Invalid value: "bad_host"`,
+				`p.candidates[3]: Invalid value: "localhost:0": the port must be`, `p.candidates[4]: Duplicate value: "[::1]:6443"`}},
+		{name: "bad verification", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: hostnetwork.OverrideIPLiterals, Verification: "Maybe"},
+			wantErrs: []string{`p.verification: Unsupported value: "Maybe"`}},
+		{name: "bad override", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: "Sometimes", Verification: hostnetwork.VerificationOff},
 			wantErrs: []string{`p.override: Unsupported value: "Sometimes"`}},
 	}
 	for _, tt := range tests {
