@@ -19,6 +19,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
@@ -114,6 +116,7 @@ func run() error {
 		"--config", configFile,
 		"--health-probe-bind-address", probe,
 		"--metrics-bind-address", metrics,
+		"--namespace", demoNamespace,
 	})
 	if err != nil {
 		return err
@@ -142,7 +145,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	step("Applying %d manifests from %s/ (default modes: apiserver-probe-host Audit, the others Enforce)", len(objs), *examples)
+	step("Applying %d manifests from %s/ (default modes: apiserver-probe-host Audit, the others Enforce; "+
+		"host-network-endpoint with verification: Off until the node agents below)", len(objs), *examples)
 	for _, o := range objs {
 		if err := apply(ctx, k8s, warnings, o, ""); err != nil {
 			return err
@@ -150,6 +154,14 @@ func run() error {
 	}
 
 	if err := kubeProxyScaleDown(ctx, k8s); err != nil {
+		return err
+	}
+
+	apiServer, err := url.Parse(cfg.Host)
+	if err != nil {
+		return err
+	}
+	if err := nodeAgents(ctx, k8s, warnings, *binary, kubeconfig, configFile, work, apiServer.Host, filepath.Dir(*logFile)); err != nil {
 		return err
 	}
 
@@ -173,7 +185,7 @@ func run() error {
 			attempt++
 			var err error
 			last, err = create(ctx, k8s, warnings, o, fmt.Sprintf("-audit-%d", attempt))
-			return len(last.warnings) > 0, err
+			return slices.ContainsFunc(last.warnings, func(w string) bool { return strings.Contains(w, "] "+policy.Would) }), err
 		})
 		if err != nil {
 			return fmt.Errorf("waiting for Audit mode to take effect: %w", err)
@@ -197,7 +209,8 @@ func run() error {
 		step("Metrics")
 		for _, line := range strings.Split(body, "\n") {
 			if strings.HasPrefix(line, "endpoint_policy_admission_decisions_total{") || strings.HasPrefix(line, "endpoint_policy_config_reloads_total{") ||
-				strings.HasPrefix(line, "endpoint_policy_kube_proxy_node_deleting_") || strings.HasPrefix(line, "endpoint_policy_violations{") {
+				strings.HasPrefix(line, "endpoint_policy_kube_proxy_node_deleting_") || strings.HasPrefix(line, "endpoint_policy_violations{") ||
+				strings.HasPrefix(line, "endpoint_policy_endpoint_nodes{") {
 				fmt.Println("   " + line)
 			}
 		}
@@ -331,10 +344,13 @@ func nodeDeletingAnnotations(p *corev1.Pod) string {
 	return strings.Join(out, ", ")
 }
 
-// policyConfig renders the built-in configuration with the given global mode.
+// policyConfig renders the built-in configuration with the given global
+// mode, and host-network-endpoint's verification Off: the examples' pods
+// are not bound to nodes with agents (nodeAgents shows verification).
 func policyConfig(mode policy.Mode) string {
 	c := config.Default()
 	c.Mode = mode
+	c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Verification = hostnetwork.VerificationOff
 	out, err := yaml.Marshal(c)
 	if err != nil {
 		panic(err) // a fixed, valid struct

@@ -239,7 +239,7 @@ func agentSettings(endpoint string, candidates ...string) string {
 		s := hostNetworkSettings(c)
 		s.Verification = hostnetwork.VerificationRequired
 		s.Host, s.Port = splitEndpoint(endpoint)
-		s.Candidates = candidates
+		s.Candidates = append([]string{}, candidates...) // none: not the defaults
 	})
 }
 
