@@ -273,9 +273,10 @@ func buildReport(gvk schema.GroupVersionKind, namespace string, entries []entry,
 }
 
 // resultOf maps an action onto a report result: what admission would block
-// or change is a failure, what it only warns about a warning.
+// or change is a failure, what it only warns about (a change it holds back
+// as unverified included) a warning.
 func resultOf(a policy.Action) string {
-	if a == policy.ActionWarn {
+	if a == policy.ActionWarn || a == policy.ActionUnverified {
 		return "warn"
 	}
 	return "fail"

@@ -33,6 +33,9 @@ type Summary struct {
 	Deny    int `json:"deny"`
 	Warn    int `json:"warn"`
 	Mutate  int `json:"mutate"`
+	// Unverified counts changes admission makes only where the node agents
+	// verified the endpoint, which check cannot know (host: auto).
+	Unverified int `json:"unverified,omitempty"`
 }
 
 // Report is the outcome of a check. The JSON shape is a contract.
@@ -70,6 +73,8 @@ func Check(in *Input, engine *policy.Engine) Report {
 					r.Summary.Warn++
 				case policy.ActionMutate:
 					r.Summary.Mutate++
+				case policy.ActionUnverified:
+					r.Summary.Unverified++
 				}
 			}
 		}

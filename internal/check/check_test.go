@@ -1,6 +1,8 @@
 package check_test
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 )
 
 // verdict is one finding without its message.
@@ -227,4 +230,41 @@ func TestEmitKubeadmPatches(t *testing.T) {
 			t.Fatalf("error = %v, want one about a directory per node", err)
 		}
 	})
+}
+
+// Under host: auto only admission knows each node's endpoint: check reports
+// the pod as unverified, and counts it.
+func TestCheckHostAuto(t *testing.T) {
+	in, err := check.Read([]string{filepath.Join("testdata", "multi-doc.yaml")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Host = hostnetwork.HostAuto
+	engine, err := cfg.Engine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := check.Check(in, engine)
+	var got []check.Finding
+	for _, f := range r.Findings {
+		if f.Policy == hostnetwork.ID {
+			got = append(got, f)
+		}
+	}
+	if len(got) == 0 || r.Summary.Unverified != len(got) {
+		t.Fatalf("host-network-endpoint findings %v, summary %+v", got, r.Summary)
+	}
+	for _, f := range got {
+		if f.Action != policy.ActionUnverified || !strings.Contains(f.Message, "(host: auto)") {
+			t.Errorf("finding %+v", f)
+		}
+	}
+	var out bytes.Buffer
+	if err := r.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf(", %d unverified\n", len(got))) {
+		t.Errorf("table summary does not count the unverified findings:\n%s", out.String())
+	}
 }

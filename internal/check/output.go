@@ -35,8 +35,12 @@ func (r Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(w)
 	}
 	s := r.Summary
-	_, err := fmt.Fprintf(w, "%d objects checked, %d skipped (kinds no policy reads): %d deny, %d warn, %d mutate\n",
-		s.Objects, s.Skipped, s.Deny, s.Warn, s.Mutate)
+	unverified := ""
+	if s.Unverified > 0 {
+		unverified = fmt.Sprintf(", %d unverified", s.Unverified)
+	}
+	_, err := fmt.Fprintf(w, "%d objects checked, %d skipped (kinds no policy reads): %d deny, %d warn, %d mutate%s\n",
+		s.Objects, s.Skipped, s.Deny, s.Warn, s.Mutate, unverified)
 	return err
 }
 
