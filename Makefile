@@ -11,6 +11,9 @@ LOCALBIN ?= $(CURDIR)/bin
 K8S_VERSION  := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" { print $$3 }' hack/envtest/kube-apiserver/go.mod)
 ETCD_VERSION := $(shell awk '$$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" { print $$3 }' hack/envtest/etcd/go.mod)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION:v%=%)-etcd-$(ETCD_VERSION:v%=%)
+KWOK_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kwok" { print $$3 }' hack/sim/kwok/go.mod)
+# The simulated cluster's kube-controller-manager, kube-scheduler and kwok.
+SIM_ASSETS ?= $(LOCALBIN)/k8s/sim-$(K8S_VERSION:v%=%)-kwok-$(KWOK_VERSION:v%=%)
 # Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
 HELM_VERSION      := $(shell awk '$$1 == "require" && $$2 == "helm.sh/helm/v3" { print $$3 }' hack/tools/helm/go.mod)
 KUSTOMIZE_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kustomize/kustomize/v5" { print $$3 }' hack/tools/kustomize/go.mod)
@@ -22,7 +25,7 @@ HELM_LDFLAGS      := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VE
 HELM      ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
-TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)"
+TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)"
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -64,7 +67,7 @@ check-tracked-files: ## Fail when git tracks a file over 1 MiB or an executable 
 	hack/check-tracked-files.sh
 
 .PHONY: test
-test: check-tracked-files vet lint envtest tools ## Run all tests: tracked files, lint, unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
+test: check-tracked-files vet lint envtest sim tools ## Run all tests: tracked files, lint, unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
@@ -107,6 +110,17 @@ envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd from 
 
 $(ENVTEST_ASSETS)/kube-apiserver:
 	hack/envtest/build.sh "$(ENVTEST_ASSETS)"
+
+.PHONY: sim
+sim: $(SIM_ASSETS)/kwok-stages.yaml ## Build kube-controller-manager, kube-scheduler and kwok from Go modules into bin/ (once).
+
+$(SIM_ASSETS)/kwok-stages.yaml:
+	hack/sim/build.sh "$(SIM_ASSETS)"
+
+NODES ?= 50
+.PHONY: sim-cluster
+sim-cluster: envtest sim ## Run a simulated cluster of NODES kwok nodes (default 50); prints a kubeconfig, stops on Ctrl-C.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" go run ./hack/sim-cluster --nodes $(NODES)
 
 .PHONY: tools
 tools: $(HELM) $(KUSTOMIZE) ## Build the helm and kustomize CLIs from Go modules into bin/ (once).

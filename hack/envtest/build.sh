@@ -10,6 +10,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/gobuild.sh
+source "${here}/../lib/gobuild.sh"
 out="${1:?usage: build.sh <output-dir>}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
@@ -18,17 +20,7 @@ k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2 } $2 == "k8s.io/kuberne
 etcd_version="$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 } $2 == "go.etcd.io/etcd/server/v3" { print $3 }' "${here}/etcd/go.mod" | head -n1)"
 [[ -n "${k8s_version}" && -n "${etcd_version}" ]] || { echo "build.sh: cannot read versions from go.mod" >&2; exit 1; }
 
-build() { # <name> <module dir> <package> <ldflags>
-  local name="$1" dir="$2" pkg="$3" ldflags="$4"
-  if [[ -x "${out}/${name}" ]]; then
-    return 0
-  fi
-  echo ">> building ${name} from Go modules into ${out} (first time only; kube-apiserver takes ~9 min cold)" >&2
-  local start=${SECONDS}
-  (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${out}/${name}.tmp" "${pkg}")
-  mv "${out}/${name}.tmp" "${out}/${name}"
-  echo ">> built ${name} in $((SECONDS - start))s" >&2
-}
+build() { gobuild "${out}" "$@"; }
 
 # Independent builds; run them side by side.
 build etcd "${here}/etcd" go.etcd.io/etcd/server/v3 "-s -w" &

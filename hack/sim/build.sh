@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the simulated cluster's processes from Go modules (no container
+# engine, no downloads but the module proxy): kube-controller-manager and
+# kube-scheduler from k8s.io/kubernetes at the envtest kube-apiserver's
+# version (hack/envtest/kube-apiserver's module), and kwok from
+# sigs.k8s.io/kwok (hack/sim/kwok's module).
+#
+#   hack/sim/build.sh <output-dir>
+#
+# Built once into <output-dir>, whose name carries the versions, and reused.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/gobuild.sh
+source "${here}/../lib/gobuild.sh"
+k8s_module="${here}/../envtest/kube-apiserver"
+out="${1:?usage: build.sh <output-dir>}"
+mkdir -p "${out}"
+out="$(cd "${out}" && pwd)"
+
+k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "${k8s_module}/go.mod")"
+[[ -n "${k8s_version}" ]] || { echo "build.sh: cannot read the Kubernetes version" >&2; exit 1; }
+minor="${k8s_version#v1.}"
+minor="${minor%%.*}"
+k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
+
+build() { gobuild "${out}" "$@"; }
+
+# kwok (its own Kubernetes libraries) beside the two Kubernetes builds, which
+# run one after the other: they share most packages.
+build kwok "${here}/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" &
+kwok_pid=$!
+build kube-scheduler "${k8s_module}" k8s.io/kubernetes/cmd/kube-scheduler "${k8s_ldflags}"
+build kube-controller-manager "${k8s_module}" k8s.io/kubernetes/cmd/kube-controller-manager "${k8s_ldflags}"
+wait "${kwok_pid}"
+
+# kwok needs its stages (what a fake kubelet does to Nodes and Pods) in its
+# configuration: kwok's own default stages of the same version, as kwokctl
+# bundles them: nodes initialized and heartbeating, pods Running and Ready.
+if [[ ! -s "${out}/kwok-stages.yaml" ]]; then
+  kwok_dir="$(cd "${here}/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+  stages="${kwok_dir}/kustomize/stage"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "${stages}/${f}"
+  done > "${out}/kwok-stages.yaml.tmp"
+  mv "${out}/kwok-stages.yaml.tmp" "${out}/kwok-stages.yaml"
+fi
+echo "${out}"
