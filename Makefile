@@ -105,6 +105,22 @@ bench: envtest ## Run the benchmarks and write the report to $(BENCH_DIR) (docs/
 	cat $(BENCH_DIR)/handlers.md $(BENCH_DIR)/server.md $(BENCH_DIR)/e2e.md $(BENCH_DIR)/kube-proxy.md $(BENCH_DIR)/memory.md > $(BENCH_DIR)/report.md
 	@echo "make bench: report in $(BENCH_DIR)/report.md"
 
+# make bench-scale: the simulated cluster's size, and its pods on the pod network.
+SCALE_NODES ?= 5000
+SCALE_POD_NETWORK ?= 10000
+SIM_ENV := KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)"
+
+.PHONY: bench-scale
+bench-scale: envtest sim build ## endpoint-policy in a simulated cluster of SCALE_NODES kwok nodes (5,000), Enforce then Audit; report in $(BENCH_DIR)/scale.md (docs/performance.md).
+	@mkdir -p $(BENCH_DIR)
+	for mode in Enforce Audit; do \
+	  m=$$(echo $$mode | tr A-Z a-z); \
+	  $(SIM_ENV) go run ./hack/benchscale --nodes $(SCALE_NODES) --pod-network-pods $(SCALE_POD_NETWORK) --mode $$mode \
+	    --binary "$(LOCALBIN)/endpoint-policy" --out $(BENCH_DIR)/scale-$$m.md --log-dir $(BENCH_DIR)/scale-$$m || exit 1; \
+	done
+	cat $(BENCH_DIR)/scale-enforce.md $(BENCH_DIR)/scale-audit.md > $(BENCH_DIR)/scale.md
+	@echo "make bench-scale: report in $(BENCH_DIR)/scale.md"
+
 .PHONY: envtest
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd from Go modules into bin/ (once).
 

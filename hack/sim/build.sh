@@ -36,11 +36,12 @@ wait "${kwok_pid}"
 
 # kwok needs its stages (what a fake kubelet does to Nodes and Pods) in its
 # configuration: kwok's own default stages of the same version, as kwokctl
-# bundles them: nodes initialized and heartbeating, pods Running and Ready.
+# bundles them: nodes initialized and heartbeating through Leases (their
+# status every 10 minutes, as a kubelet's every 5), pods Running and Ready.
 if [[ ! -s "${out}/kwok-stages.yaml" ]]; then
   kwok_dir="$(cd "${here}/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
   stages="${kwok_dir}/kustomize/stage"
-  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"
     cat "${stages}/${f}"

@@ -151,6 +151,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=" + KwokAnnotation + "=fake",
 		"--cidr=10.64.0.0/10", // pod IPs for pods on the pod network
+		"--v=WARN",            // not a line per Node and Pod patched
 		// kwok's default stages, which hack/sim/build.sh writes beside it.
 		"--config=" + filepath.Join(opts.Assets, "kwok-stages.yaml"),
 	}
