@@ -15,11 +15,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -98,7 +100,8 @@ func run(o options) error {
 			return err
 		}
 	}
-	ctx := context.Background()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	start := time.Now()
 	step("simulated cluster: %d kwok nodes", o.nodes)
 	env := &envtest.Environment{
@@ -170,6 +173,8 @@ func run(o options) error {
 	peak := &peaks{}
 	stopPeaks := peak.track(replicas)
 	rolloutStart := time.Now()
+	// The leader's CPU profile over the rollout's first 60 s (docs/performance.md says what it shows).
+	go leader.profile(o.logDir, "profile?seconds=60", "cpu.pprof")
 	if err := rollout(ctx, c, o); err != nil {
 		return err
 	}
@@ -183,6 +188,9 @@ func run(o options) error {
 	r.hostNetworkEvents = events.count.Load()
 	stopWatch()
 
+	for _, r := range replicas {
+		r.profile(o.logDir, "heap?gc=1", "heap.pprof")
+	}
 	step("at rest for 60 s")
 	time.Sleep(60 * time.Second) // the idle cost over a fixed window
 	rest := sampleAll(replicas)
@@ -439,11 +447,31 @@ type replica struct {
 	name        string
 	cmd         *exec.Cmd
 	metricsAddr string
+	pprofAddr   string
 	done        chan error
 }
 
+// profile saves the replica's pprof profile kind (heap; profile?seconds=N
+// for CPU) into dir.
+func (r *replica) profile(dir, kind, file string) {
+	resp, err := http.Get("http://" + r.pprofAddr + "/debug/pprof/" + kind)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchscale: %s profile: %v\n", r.name, err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, r.name+"-"+file), data, 0o600)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "benchscale: %s profile: %v\n", r.name, err)
+	}
+}
+
 func startReplica(o options, c *sim.Cluster, name string, port int, certDir, configFile string) (*replica, error) {
-	r := &replica{name: name, metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort()), done: make(chan error, 1)}
+	r := &replica{name: name, metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort()), pprofAddr: fmt.Sprintf("127.0.0.1:%d", freePort()),
+		done: make(chan error, 1)}
 	health := fmt.Sprintf("127.0.0.1:%d", freePort())
 	log, err := os.Create(filepath.Join(o.logDir, name+".log"))
 	if err != nil {
@@ -451,7 +479,7 @@ func startReplica(o options, c *sim.Cluster, name string, port int, certDir, con
 	}
 	r.cmd = exec.Command(o.binary, "serve", "--kubeconfig="+c.Kubeconfig, "--config="+configFile,
 		fmt.Sprintf("--webhook-port=%d", port), "--cert-dir="+certDir, "--metrics-bind-address="+r.metricsAddr, "--metrics-secure=false",
-		"--health-probe-bind-address="+health, "--leader-elect", "--leader-election-namespace="+releaseNamespace, "--namespace="+releaseNamespace)
+		"--health-probe-bind-address="+health, "--pprof-bind-address="+r.pprofAddr, "--leader-elect", "--leader-election-namespace="+releaseNamespace, "--namespace="+releaseNamespace)
 	r.cmd.Stdout, r.cmd.Stderr = log, log
 	if err := r.cmd.Start(); err != nil {
 		return nil, err

@@ -94,12 +94,19 @@ func stripNamespace(obj any) (any, error) {
 	return obj, nil
 }
 
+// stripNode keeps what the policies read of a Node: its name, labels and
+// deletion timestamp (the scheduling match of host-network-endpoint's
+// verification, kube-proxy-node-deleting), its taints, and its addresses
+// (apiserver-advertise-address). The rest (annotations, conditions,
+// capacity, node info, images) is most of a Node's size, and 5,000 of them
+// are most of a replica's memory (docs/performance.md, bench-scale).
 func stripNode(obj any) (any, error) {
 	if n, ok := obj.(*corev1.Node); ok {
 		n.ManagedFields = nil
-		n.Status.Images = nil
-		n.Status.VolumesAttached = nil
-		n.Status.VolumesInUse = nil
+		n.Annotations = nil
+		n.OwnerReferences = nil
+		n.Spec = corev1.NodeSpec{Taints: n.Spec.Taints, Unschedulable: n.Spec.Unschedulable}
+		n.Status = corev1.NodeStatus{Addresses: n.Status.Addresses}
 	}
 	return obj, nil
 }

@@ -19,10 +19,13 @@ func TestCacheOptionsHoldOnlyWhatPoliciesRead(t *testing.T) {
 			}
 		case *corev1.Node:
 			n := &corev1.Node{
-				ObjectMeta: metav1.ObjectMeta{Name: "n", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+				ObjectMeta: metav1.ObjectMeta{Name: "n", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
+					Labels: map[string]string{"kubernetes.io/os": "linux"}, Annotations: map[string]string{"csi.volume.kubernetes.io/nodeid": "{}"}},
 				Status: corev1.NodeStatus{
-					Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.1"}},
-					Images:    []corev1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}, SizeBytes: 1}},
+					Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.1"}},
+					Images:     []corev1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}, SizeBytes: 1}},
+					Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
+					NodeInfo:   corev1.NodeSystemInfo{KubeletVersion: "v1.37.2"},
 				},
 				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}},
 			}
@@ -32,11 +35,11 @@ func TestCacheOptionsHoldOnlyWhatPoliciesRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := out.(*corev1.Node)
-			if got.Status.Images != nil || got.ManagedFields != nil {
-				t.Errorf("images and managed fields kept: %+v", got)
+			if got.Status.Images != nil || got.ManagedFields != nil || got.Annotations != nil || got.Status.Conditions != nil || got.Status.NodeInfo.KubeletVersion != "" {
+				t.Errorf("images, managed fields, annotations, conditions or node info kept: %+v", got)
 			}
-			if len(got.Status.Addresses) != 1 || len(got.Spec.Taints) != 1 || got.DeletionTimestamp == nil {
-				t.Errorf("addresses, taints or deletionTimestamp dropped: %+v", got)
+			if len(got.Status.Addresses) != 1 || len(got.Spec.Taints) != 1 || got.DeletionTimestamp == nil || got.Labels["kubernetes.io/os"] != "linux" {
+				t.Errorf("addresses, taints, labels or deletionTimestamp dropped: %+v", got)
 			}
 		case *corev1.Namespace:
 			ns := &corev1.Namespace{
