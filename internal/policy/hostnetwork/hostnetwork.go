@@ -7,6 +7,12 @@
 // KUBERNETES_SERVICE_PORT. When they are pinned to one control-plane IP (as
 // Cilium's k8sServiceHost does), the component loses the API as soon as that
 // one node fails, although the others are healthy (k0s issue #5740).
+//
+// A rewrite to an endpoint that does not answer, or whose certificate does
+// not name the host, would turn that into a cluster-wide outage. With
+// verification Required the rule rewrites a pod only to an endpoint that the
+// node agent (internal/agent, one Lease per node: lease.go) verified on
+// every node the pod can run on (verify.go).
 package hostnetwork
 
 import (
@@ -59,7 +65,7 @@ var Descriptor = policy.Descriptor{
 	Effect:      policy.Mutating,
 	DefaultMode: policy.Enforce,
 	Summary: "hostNetwork pods get `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` pointing at the node-local API load balancer " +
-		"(`localhost:7443`) instead of a pinned control-plane IP",
+		"(`localhost:7443`) instead of a pinned control-plane IP, only where the node agent verified it on the pod's nodes",
 	Package:         "internal/policy/hostnetwork",
 	DefaultSettings: policy.DefaultsOf(DefaultSettings),
 	New:             policy.NewWith(ID, New),
