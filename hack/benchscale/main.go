@@ -204,7 +204,7 @@ func run(o options) error {
 	}
 
 	step("%d nodes tainted ToBeDeletedByClusterAutoscaler at once", o.taint)
-	if r.taint, err = taintNodes(ctx, c, o.taint); err != nil {
+	if r.taint, err = taintNodes(ctx, c, o.taint, o.mode == policy.Audit, leader); err != nil {
 		return err
 	}
 	r.patches, _ = leader.metric("endpoint_policy_kube_proxy_node_deleting_annotations_total", map[string]string{"action": "add"})
@@ -341,7 +341,11 @@ func deployment(name, namespace string, replicas int32) *appsv1.Deployment {
 // taintNodes taints n nodes at once and returns how long writing the taints
 // took, then how long, after the last taint was written, until every
 // kube-proxy pod on them was annotated; and the same for removing them.
-func taintNodes(ctx context.Context, c *sim.Cluster, n int) (t taintTimes, err error) {
+//
+// In Audit the controller annotates nothing: it counts what it would have
+// annotated (the warn metric, read from the leader), and there is nothing to
+// remove.
+func taintNodes(ctx context.Context, c *sim.Cluster, n int, audit bool, leader *replica) (t taintTimes, err error) {
 	patch := func(i int, taint bool) error {
 		node, err := c.Clients.CoreV1().Nodes().Get(ctx, sim.NodeName(i), metav1.GetOptions{})
 		if err != nil {
@@ -360,7 +364,16 @@ func taintNodes(ctx context.Context, c *sim.Cluster, n int) (t taintTimes, err e
 		_, err = c.Clients.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
 		return err
 	}
+	warned := func() (int, error) {
+		v, err := leader.metric("endpoint_policy_kube_proxy_node_deleting_annotations_total", map[string]string{"action": "warn"})
+		return int(v), err
+	}
+	warnedBefore, _ := warned()
 	annotated := func() (int, error) {
+		if audit {
+			w, err := warned()
+			return w - warnedBefore, err
+		}
 		list, err := c.Clients.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-proxy", ResourceVersion: "0"})
 		if err != nil {
 			return 0, err
@@ -388,6 +401,9 @@ func taintNodes(ctx context.Context, c *sim.Cluster, n int) (t taintTimes, err e
 	}
 	if t.taintWritten, t.annotate, err = phase(true, n); err != nil {
 		return t, fmt.Errorf("annotating: %w", err)
+	}
+	if audit {
+		annotated = func() (int, error) { return 0, nil }
 	}
 	if t.untaintWritten, t.unannotate, err = phase(false, 0); err != nil {
 		return t, fmt.Errorf("removing the annotations: %w", err)
@@ -726,6 +742,9 @@ func (r *report) write() error {
 	fmt.Fprintf(&b, "API writes: %d Events from endpoint-policy (%.3f per hostNetwork pod), %d PolicyReports, %.0f pod patches by the kube-proxy controller.\n\n",
 		r.events, float64(r.events)/float64(hostNetworkPods), r.reports, r.patches)
 	rd := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
+	if o.mode == policy.Audit {
+		fmt.Fprintf(&b, "(Audit: the controller annotates nothing; \"annotated\" is its warn metric counting every pod it would have annotated.)\n\n")
+	}
 	fmt.Fprintf(&b, "%d nodes tainted `ToBeDeletedByClusterAutoscaler` at once (the taints written in %s): every kube-proxy pod on them annotated "+
 		"%s after the last taint; the taints removed (in %s), every annotation gone %s after the last removal.\n",
 		o.taint, rd(r.taint.taintWritten), rd(r.taint.annotate), rd(r.taint.untaintWritten), rd(r.taint.unannotate))
