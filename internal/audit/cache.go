@@ -75,6 +75,7 @@ func slim(obj any) (any, error) {
 	switch w := o.(type) {
 	case *corev1.Pod:
 		w.Status = corev1.PodStatus{Phase: w.Status.Phase}
+		slimPodSpec(&w.Spec)
 	case *appsv1.Deployment:
 		w.Status = appsv1.DeploymentStatus{}
 	case *appsv1.StatefulSet:
@@ -95,6 +96,36 @@ func slim(obj any) (any, error) {
 		w.Status = batchv1.CronJobStatus{}
 	}
 	return obj, nil
+}
+
+// slimPodSpec drops what no policy reads of a cached pod: volumes, security
+// contexts, resources, ports, mounts and lifecycle hooks, and, once the pod
+// is bound to a node, the scheduling constraints (host-network-endpoint's
+// verification reads them only for a pod without spec.nodeName). Thousands
+// of DaemonSet pods carry the DaemonSet controller's seven tolerations and a
+// node affinity each (docs/performance.md, bench-scale).
+// TestSlimKeepsWhatThePoliciesRead holds every policy's verdicts equal.
+func slimPodSpec(s *corev1.PodSpec) {
+	s.Volumes = nil
+	s.SecurityContext = nil
+	s.ImagePullSecrets = nil
+	s.TopologySpreadConstraints = nil
+	s.DNSConfig = nil
+	s.HostAliases = nil
+	if s.NodeName != "" {
+		s.Affinity, s.Tolerations, s.NodeSelector = nil, nil, nil
+	} else if s.Affinity != nil {
+		s.Affinity = &corev1.Affinity{NodeAffinity: s.Affinity.NodeAffinity}
+	}
+	for _, cs := range [][]corev1.Container{s.InitContainers, s.Containers} {
+		for i := range cs {
+			c := &cs[i]
+			c.Resources = corev1.ResourceRequirements{}
+			c.VolumeMounts, c.VolumeDevices, c.Ports = nil, nil, nil
+			c.SecurityContext, c.Lifecycle = nil, nil
+		}
+	}
+	s.EphemeralContainers = nil
 }
 
 // ownedTemplate reports a ReplicaSet owned by a Deployment or a Job owned by
