@@ -220,7 +220,7 @@ func run(o options) error {
 
 // publishLeases writes every node's agent report, as the node agents would.
 func publishLeases(ctx context.Context, c *sim.Cluster, nodes int) error {
-	return parallel(nodes, func(i int) error {
+	return sim.Parallel(0, nodes, func(i int) error {
 		l, err := hostnetwork.NewLease(releaseNamespace, hostnetwork.Report{
 			Node: sim.NodeName(i), Endpoint: "localhost:7443", RenewTime: time.Now(),
 			Checks: []hostnetwork.Check{{Endpoint: "localhost:7443", Status: hostnetwork.StatusVerified, Message: "simulated"}},
@@ -231,30 +231,6 @@ func publishLeases(ctx context.Context, c *sim.Cluster, nodes int) error {
 		_, err = c.Clients.CoordinationV1().Leases(releaseNamespace).Create(ctx, l, metav1.CreateOptions{})
 		return err
 	})
-}
-
-func parallel(n int, f func(int) error) error {
-	items := make(chan int)
-	var first atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for range min(n, 16) {
-		wg.Go(func() {
-			for i := range items {
-				if err := f(i); err != nil {
-					first.CompareAndSwap(nil, &err)
-				}
-			}
-		})
-	}
-	for i := range n {
-		items <- i
-	}
-	close(items)
-	wg.Wait()
-	if err := first.Load(); err != nil {
-		return *err
-	}
-	return nil
 }
 
 // rollout creates the workloads and waits until every pod is Ready.
@@ -388,7 +364,7 @@ func taintNodes(ctx context.Context, c *sim.Cluster, n int, audit bool, leader *
 	}
 	phase := func(taint bool, want int) (written, done time.Duration, err error) {
 		start := time.Now()
-		if err := parallel(n, func(i int) error { return patch(i, taint) }); err != nil {
+		if err := sim.Parallel(0, n, func(i int) error { return patch(i, taint) }); err != nil {
 			return 0, 0, err
 		}
 		written = time.Since(start)

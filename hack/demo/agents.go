@@ -2,17 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,12 +18,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
-	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/loopback"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
 
@@ -48,22 +39,27 @@ type demoNode struct {
 // agent on each, and a pinned hostNetwork pod bound to each.
 func nodeAgents(ctx context.Context, k8s client.Client, w *warnings.Recorder, binary, kubeconfig, configFile, work, apiServer, logDir string) error {
 	step("host-network-endpoint, verification: Required: node agents check the endpoint on each node, the webhook decides per node")
-	ca, err := newDemoCA()
+	ca, err := loopback.NewCA("demo-cluster-ca")
 	if err != nil {
 		return err
 	}
-	balancer, err := startProxy(apiServer)
+	balancer, err := loopback.Proxy(apiServer)
 	if err != nil {
 		return err
 	}
 	defer balancer.Close()
-	badCert, err := startTLS(ca)
+	// kubeadm's names without certSANs: no localhost.
+	cert, err := ca.Issue([]string{"kubernetes", "kubernetes.default.svc"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		return err
+	}
+	badCert, err := loopback.ServeReadyz(cert, http.StatusOK)
 	if err != nil {
 		return err
 	}
 	defer badCert.Close()
-	_, balancerPort, _ := net.SplitHostPort(balancer.Addr().String())
-	_, badPort, _ := net.SplitHostPort(badCert.Addr().String())
+	_, balancerPort, _ := net.SplitHostPort(balancer.Addr())
+	_, badPort, _ := net.SplitHostPort(badCert.Addr())
 	_, closedPort, _ := net.SplitHostPort(freeAddr())
 	nodes := []demoNode{
 		{"demo-worker-1", "a node-local balancer that passes TCP through to the API server", balancerPort},
@@ -75,7 +71,7 @@ func nodeAgents(ctx context.Context, k8s client.Client, w *warnings.Recorder, bi
 	if err := writeConfigFile(configFile, agentConfig(balancerPort)); err != nil {
 		return err
 	}
-	agentKubeconfig, err := withExtraCA(kubeconfig, ca.pem, filepath.Join(work, "agent.kubeconfig"))
+	agentKubeconfig, err := withExtraCA(kubeconfig, ca.PEM, filepath.Join(work, "agent.kubeconfig"))
 	if err != nil {
 		return err
 	}
@@ -200,79 +196,4 @@ func withExtraCA(kubeconfig string, caPEM []byte, path string) (string, error) {
 		c.CertificateAuthorityData = append(append([]byte{}, c.CertificateAuthorityData...), caPEM...)
 	}
 	return path, clientcmd.WriteToFile(*kc, path)
-}
-
-type demoCA struct {
-	cert *x509.Certificate
-	key  *rsa.PrivateKey
-	pem  []byte
-}
-
-func newDemoCA() (*demoCA, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	c, err := certutil.NewSelfSignedCACert(certutil.Config{CommonName: "demo-cluster-ca"}, key)
-	if err != nil {
-		return nil, err
-	}
-	return &demoCA{cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: certutil.CertificateBlockType, Bytes: c.Raw})}, nil
-}
-
-// startTLS serves /readyz on 127.0.0.1 with a certificate from ca that names
-// 127.0.0.1 only.
-func startTLS(ca *demoCA) (net.Listener, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"kubernetes", "kubernetes.default.svc"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	if err != nil {
-		return nil, err
-	}
-	// Its handshakes fail on purpose: not worth a log line.
-	srv := &http.Server{ReadHeaderTimeout: time.Second, ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "ok")
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	return ln, nil
-}
-
-// startProxy passes TCP through to target, as a node-local balancer does.
-func startProxy(target string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				up, err := net.DialTimeout("tcp", target, time.Second)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(up, conn) }()
-				_, _ = io.Copy(conn, up)
-			}()
-		}
-	}()
-	return ln, nil
 }

@@ -66,9 +66,6 @@ type Options struct {
 	// Namespace is the release namespace, where the node agents' Leases
 	// are; "" means the namespace the server runs in.
 	Namespace string
-	// EndpointRefreshInterval is how often expired node agent reports are
-	// noticed and endpoint_policy_endpoint_nodes is updated; zero means 1s.
-	EndpointRefreshInterval time.Duration
 	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
 	// zero keeps controller-runtime's defaults (15s, 10s, 2s).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -110,6 +107,10 @@ func DefaultOptions() Options {
 // in-flight admissions (each bounded by its webhook's timeoutSeconds, 3 s by
 // default) finish, the controllers stop, and the leader Lease is released.
 const ShutdownTimeout = 10 * time.Second
+
+// endpointRefreshInterval is how often node agent reports that expired are
+// noticed, and endpoint_policy_endpoint_nodes updated.
+const endpointRefreshInterval = time.Second
 
 // LeaderElectionID names the leader election Lease.
 const LeaderElectionID = "endpoint-policy.endpoint-policy.io"
@@ -197,11 +198,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("creating the cluster view: %w", err)
 	}
-	refresh := s.opts.EndpointRefreshInterval
-	if refresh <= 0 {
-		refresh = time.Second
-	}
-	if err := mgr.Add(view.Refresher(refresh, rec.EndpointNodes)); err != nil {
+	if err := mgr.Add(view.Refresher(endpointRefreshInterval, rec.EndpointNodes)); err != nil {
 		return fmt.Errorf("adding the endpoint refresher: %w", err)
 	}
 	events := mgr.GetEventRecorder(EventSource)

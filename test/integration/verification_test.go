@@ -2,10 +2,8 @@ package integration
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -29,6 +26,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/loopback"
 )
 
 // The node agent and the webhook's per-node decision, with agents as
@@ -54,7 +52,7 @@ type endpoints struct {
 	notReady            string // /readyz answers 500
 	unauthorized        string // /readyz answers 401
 	closed              string // nothing listens
-	clusterCA           *testCA
+	clusterCA           *loopback.CA
 }
 
 var _ = Describe("host-network-endpoint verification", Ordered, func() {
@@ -346,7 +344,7 @@ func startAgent(kubeconfig, node, settings string) *agentProcess {
 // chart's: test/chart keeps them equal) and writes a kubeconfig that
 // authenticates as that ServiceAccount and trusts, beside the API server's
 // CA, extra: a cluster CA bundle of two CAs, as during a CA rotation.
-func agentKubeconfig(ctx context.Context, extra *testCA) string {
+func agentKubeconfig(ctx context.Context, extra *loopback.CA) string {
 	GinkgoHelper()
 	for _, obj := range readObjects(filepath.Join("..", "..", "config", "agent", "agent.yaml")) {
 		if obj.GetKind() == "DaemonSet" {
@@ -367,7 +365,7 @@ func agentKubeconfig(ctx context.Context, extra *testCA) string {
 	kc, err := clientcmd.Load(raw)
 	Expect(err).NotTo(HaveOccurred())
 	for _, c := range kc.Clusters {
-		c.CertificateAuthorityData = append(append([]byte{}, c.CertificateAuthorityData...), extra.pem...)
+		c.CertificateAuthorityData = append(append([]byte{}, c.CertificateAuthorityData...), extra.PEM...)
 	}
 	path := filepath.Join(GinkgoT().TempDir(), "agent.kubeconfig")
 	Expect(clientcmd.WriteToFile(*kc, path)).To(Succeed())
@@ -379,71 +377,35 @@ func startEndpoints() endpoints {
 	GinkgoHelper()
 	apiServer, err := url.Parse(restConfig.Host)
 	Expect(err).NotTo(HaveOccurred())
-	eps := endpoints{clusterCA: newTestCA()}
-	eps.balancer = startTCPProxy(apiServer.Host)
-	eps.balancer2 = startTCPProxy(apiServer.Host)
-	_, port, _ := net.SplitHostPort(startTLSServer(eps.clusterCA, http.StatusOK))
+	clusterCA, err := loopback.NewCA("endpoint-policy-test-cluster-ca")
+	Expect(err).NotTo(HaveOccurred())
+	otherCA, err := loopback.NewCA("another-ca")
+	Expect(err).NotTo(HaveOccurred())
+	eps := endpoints{clusterCA: clusterCA}
+	eps.balancer = serve(loopback.Proxy(apiServer.Host))
+	eps.balancer2 = serve(loopback.Proxy(apiServer.Host))
+	_, port, _ := net.SplitHostPort(readyz(clusterCA, http.StatusOK))
 	eps.wrongHost = net.JoinHostPort("localhost", port)
-	eps.otherCA = startTLSServer(newTestCA(), http.StatusOK)
-	eps.notReady = startTLSServer(eps.clusterCA, http.StatusInternalServerError)
-	eps.unauthorized = startTLSServer(eps.clusterCA, http.StatusUnauthorized)
+	eps.otherCA = readyz(otherCA, http.StatusOK)
+	eps.notReady = readyz(clusterCA, http.StatusInternalServerError)
+	eps.unauthorized = readyz(clusterCA, http.StatusUnauthorized)
 	eps.closed = freeAddr()
 	return eps
 }
 
-// startTLSServer serves /readyz with status and a certificate for
-// 127.0.0.1 from ca.
-func startTLSServer(ca *testCA, status int) string {
+// readyz serves /readyz with status and a certificate from ca for
+// 127.0.0.1 only.
+func readyz(ca *loopback.CA, status int) string {
 	GinkgoHelper()
-	crt, key := ca.issue()
-	pair, err := tls.X509KeyPair(crt, key)
+	cert, err := ca.Issue(nil, []net.IP{net.ParseIP("127.0.0.1")})
 	Expect(err).NotTo(HaveOccurred())
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
-	Expect(err).NotTo(HaveOccurred())
-	srv := &http.Server{ReadHeaderTimeout: time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, http.StatusText(status))
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	DeferCleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	return serve(loopback.ServeReadyz(cert, status))
 }
 
-// startTCPProxy passes connections through to target, as a node-local
-// balancer does.
-func startTCPProxy(target string) string {
+// serve keeps s until the container ends, and returns its address.
+func serve(s *loopback.Server, err error) string {
 	GinkgoHelper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer conn.Close()
-				up, err := net.DialTimeout("tcp", target, time.Second)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() {
-					<-done
-					_ = conn.Close()
-					_ = up.Close()
-				}()
-				go func() { _, _ = io.Copy(up, conn); _ = up.Close() }()
-				_, _ = io.Copy(conn, up)
-			})
-		}
-	}()
-	DeferCleanup(func() {
-		_ = ln.Close()
-		close(done)
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	DeferCleanup(s.Close)
+	return s.Addr()
 }

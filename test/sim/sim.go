@@ -194,18 +194,18 @@ func (c *Cluster) run(opts Options, name string, args []string) error {
 // AddNodes creates the kwok Nodes [from, from+n) and waits until they are
 // Ready.
 func (c *Cluster) AddNodes(ctx context.Context, from, n int, labels map[string]string) error {
-	if err := parallel(from, n, func(i int) error { return c.createNode(ctx, i, labels) }); err != nil {
+	if err := Parallel(from, n, func(i int) error { return c.createNode(ctx, i, labels) }); err != nil {
 		return err
 	}
 	if err := c.waitReady(ctx, from, n); err != nil {
 		return err
 	}
-	return parallel(from, n, func(i int) error { return c.untaint(ctx, NodeName(i)) })
+	return Parallel(from, n, func(i int) error { return c.untaint(ctx, NodeName(i)) })
 }
 
-// parallel calls f for [from, from+n) from 16 goroutines and returns the
-// first error.
-func parallel(from, n int, f func(int) error) error {
+// Parallel calls f for [from, from+n) from 16 goroutines (the API calls a
+// simulated cluster is set up with) and returns the first error.
+func Parallel(from, n int, f func(int) error) error {
 	items := make(chan int)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
