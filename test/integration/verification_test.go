@@ -182,10 +182,11 @@ var _ = Describe("host-network-endpoint verification", Ordered, func() {
 			Expect(clientWarnings.During(func() { Expect(k8s.Create(ctx, p)).To(Succeed()) })).To(ContainElement(ContainSubstring("not verified on node(s) ep-node-b: Unreachable")))
 			Expect(p.Annotations).NotTo(HaveKey(endpointAnnotation))
 
-			Eventually(func() float64 {
-				return counter("endpoint_policy_endpoint_nodes", map[string]string{"status": "Unreachable"})
-			}).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">=", 1))
-			Expect(counter("endpoint_policy_endpoint_nodes", map[string]string{"status": "Verified"})).To(BeNumerically(">=", 1))
+			// The gauge follows the reports once a second: wait for both.
+			Eventually(func() []float64 {
+				return []float64{counter("endpoint_policy_endpoint_nodes", map[string]string{"status": "Verified"}),
+					counter("endpoint_policy_endpoint_nodes", map[string]string{"status": "Unreachable"})}
+			}).WithTimeout(settle).WithPolling(polling).Should(HaveEach(BeNumerically(">=", 1)))
 
 			By("a report that went stale: node a's agent stopped")
 			agentA.stop()
