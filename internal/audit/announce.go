@@ -20,6 +20,7 @@ import (
 // again.
 func (a *Audit) loadAnnounced(ctx context.Context) {
 	announced := map[types.UID]map[string]bool{}
+	owners := map[types.UID][]policy.ID{}
 	list := &corev1.EventList{}
 	opts := []client.ListOption{client.MatchingFields{"reason": policy.EventReason}, client.Limit(500)}
 	for {
@@ -33,6 +34,10 @@ func (a *Audit) loadAnnounced(ctx context.Context) {
 				continue
 			}
 			uid := e.InvolvedObject.UID
+			if ids := ownerNotePolicies(e.Message); len(ids) > 0 {
+				owners[uid] = append(owners[uid], ids...)
+				continue
+			}
 			if announced[uid] == nil {
 				announced[uid] = map[string]bool{}
 			}
@@ -45,6 +50,13 @@ func (a *Audit) loadAnnounced(ctx context.Context) {
 	}
 	for uid, notes := range announced {
 		a.announced.Replace(uid, notes)
+	}
+	for uid, ids := range owners {
+		m := map[policy.ID]bool{}
+		for _, id := range ids {
+			m[id] = true
+		}
+		a.announcedOwners.Replace(uid, m)
 	}
 }
 

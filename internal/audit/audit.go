@@ -2,7 +2,8 @@
 // evaluates the policies against the objects already in the cluster (on
 // start, on every change, and every audit.interval) and publishes what it
 // finds as a gauge (endpoint_policy_violations), Events (reason
-// PolicyViolation, once per violation) and PolicyReports
+// PolicyViolation, once per violation; for the pods of a workload, once per
+// workload and policy per interval, owners.go) and PolicyReports
 // (wgpolicyk8s.io/v1alpha2, one per namespace, when the CRD is installed).
 // It also finds the hostNetwork pods that a fail-open admission let through
 // without the host-network-endpoint rewrite. It holds no rule logic.
@@ -13,11 +14,14 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -88,6 +92,11 @@ type Audit struct {
 	settings   atomic.Pointer[config.Audit]
 	state      *state
 	reports    *reportWriter
+	// pods are the hostNetwork pods, not cached (pods.go); apiServers is
+	// the manager's cache of kube-apiserver pods, for their re-audits.
+	pods       *podFeed
+	resweep    chan struct{}
+	apiServers client.Reader
 
 	// pending are the objects found at start not yet audited; initial is
 	// closed when none is left, so that reports are reconciled with what
@@ -104,7 +113,11 @@ type Audit struct {
 	// when this process started auditing (an earlier leader's): those
 	// violations are not announced again. Emptied by the initial audit.
 	announced announce.Set[types.UID, string, bool]
-	seeded    chan struct{} // closed once announced and pending are loaded
+	// announcedOwners are the workloads and policies an earlier leader's
+	// Events announced (owners.go); emptied by the initial audit too.
+	announcedOwners announce.Set[types.UID, policy.ID, bool]
+	owners          *ownerEvents
+	seeded          chan struct{} // closed once announced and pending are loaded
 }
 
 // New creates the audit, its cache and its controller, and adds them to mgr
@@ -122,6 +135,10 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	if err := mgr.Add(c); err != nil {
 		return nil, fmt.Errorf("%s cache: %w", Name, err)
 	}
+	pods, err := podClient(mgr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
 	a := &Audit{
 		engine:     o.Engine,
 		cluster:    o.Cluster,
@@ -135,6 +152,9 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		initial:    make(chan struct{}),
 		apiReader:  mgr.GetAPIReader(),
 		seeded:     make(chan struct{}),
+		pods:       newPodFeed(pods, podPageSize),
+		resweep:    make(chan struct{}, 1),
+		apiServers: mgr.GetCache(),
 
 		reportingController: o.ReportingController,
 	}
@@ -142,6 +162,17 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		a.skip[id] = true
 	}
 	a.SetSettings(o.Settings)
+	a.owners = &ownerEvents{
+		settle:   ownerSettle,
+		interval: func() time.Duration { return a.Settings().Interval.Duration },
+		record: func(regarding, related *corev1.ObjectReference, note string) {
+			var rel runtime.Object // not a typed nil
+			if related != nil {
+				rel = related
+			}
+			a.events.Eventf(regarding, rel, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", note)
+		},
+	}
 	a.reports = &reportWriter{client: mgr.GetClient(), mapper: mgr.GetRESTMapper(), state: a.state, initial: a.initial, settings: a.Settings}
 	if err := mgr.Add(a.reports); err != nil {
 		return nil, fmt.Errorf("%s reports: %w", Name, err)
@@ -155,6 +186,9 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return nil, err
 	}
 	for kindName, k := range audited {
+		if k.GVK == kinds.Pod.GVK {
+			continue // the pod feed's, see enqueueAll
+		}
 		src := source.TypedKind[client.Object, Key](c, k.New(), handler.TypedEnqueueRequestsFromMapFunc(
 			func(_ context.Context, obj client.Object) []Key {
 				return []Key{{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(obj)}}
@@ -183,6 +217,19 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	return a, nil
+}
+
+// podPageSize is how many pods a sweep reads at a time, and about how many
+// wait in memory to be audited.
+const podPageSize = 500
+
+// podClient returns a client of pods that speaks protobuf: a third of the
+// CPU of JSON to decode (docs/performance.md).
+func podClient(mgr manager.Manager) (corev1client.PodsGetter, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return corev1client.NewForConfigAndClient(cfg, mgr.GetHTTPClient())
 }
 
 // apiServerKeys returns the kube-apiserver pods of the manager's cache

@@ -31,15 +31,15 @@ var audited = func() map[string]kinds.Kind {
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // CacheOptions restricts the audit's own cache to what the policies read:
-// hostNetwork pods only (the policies' pods are all hostNetwork: kube-apiserver
-// and kube-vip static pods, kube-proxy; and those the host-network-endpoint
-// rewrite is for), workloads without status or managed fields, and the one
-// kubeadm-config ConfigMap. Pods on the pod network are never listed: 20,000
-// of them cost nothing.
+// workloads without status or managed fields, and the one kubeadm-config
+// ConfigMap. Pods are not cached: the pod feed (pods.go) reads the
+// hostNetwork ones only (the policies' pods are all hostNetwork:
+// kube-apiserver and kube-vip static pods, kube-proxy; and those the
+// host-network-endpoint rewrite is for), and keeps none. Pods on the pod
+// network are never listed: 20,000 of them cost nothing.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.hostNetwork", "true"), Transform: slim},
 			// Listed in kube-system by name: a Role with resourceNames
 			// [kubeadm-config] in kube-system is all the RBAC it takes.
 			&corev1.ConfigMap{}: {
@@ -59,7 +59,8 @@ func CacheOptions() cache.Options {
 }
 
 // slim drops what no policy reads: managed fields, kubectl's copy of the
-// object, status (kept for pods: a finished pod is not an API server), and
+// object, status (the phase kept for pods: a finished pod is not an API
+// server; pods wait in the pod feed's inbox slimmed), and
 // the pod template of a ReplicaSet or Job that a Deployment or CronJob owns
 // (the owner is audited, see ownedTemplate).
 func slim(obj any) (any, error) {

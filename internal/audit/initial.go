@@ -9,9 +9,12 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 )
 
 // enqueueAll audits every object: once the cache has synced (the initial
@@ -29,6 +32,10 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		for _, k := range keys {
 			a.pending[k] = true
 		}
+		// The pods are pending from when the pod feed lists them until
+		// each is audited; the initial audit cannot end before its first
+		// sweep does.
+		a.pending[firstSweep] = true
 		a.pendingMu.Unlock()
 		// Reconciles wait until here: the Events of an earlier leader are
 		// known, and so is the end of the initial audit.
@@ -36,8 +43,19 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		for _, k := range keys {
 			q.Add(k)
 		}
-		a.done(Key{}) // nothing to audit at all
-		log.Info("Auditing the objects in the cluster", "objects", len(keys))
+		enqueuePod := func(name types.NamespacedName) { q.Add(Key{Kind: kinds.Pod.GVK.Kind, NamespacedName: name}) }
+		addPending := func(name types.NamespacedName) {
+			a.pendingMu.Lock()
+			defer a.pendingMu.Unlock()
+			if a.pending != nil {
+				a.pending[Key{Kind: kinds.Pod.GVK.Kind, NamespacedName: name}] = true
+			}
+		}
+		swept := func() {
+			log.Info("Auditing the objects in the cluster", "objects", len(keys), "hostNetworkPods", a.pods.Len())
+			a.done(firstSweep)
+		}
+		go a.pods.run(ctx, enqueuePod, addPending, swept, a.resweep)
 		for {
 			changed := a.engine.Changed()
 			timer := time.NewTimer(a.Settings().Interval.Duration)
@@ -52,15 +70,26 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 			for _, k := range a.keys(ctx) {
 				q.Add(k)
 			}
+			select {
+			case a.resweep <- struct{}{}:
+			default: // a sweep is already asked for
+			}
 		}
 	}()
 	return nil
 }
 
-// keys lists every object in the audit's cache.
+// firstSweep is pending until the pod feed has listed every pod once.
+var firstSweep = Key{Kind: "first sweep of the pods"}
+
+// keys lists every object in the audit's cache (not the pods: the pod
+// feed's).
 func (a *Audit) keys(ctx context.Context) []Key {
 	var keys []Key
 	for kindName, k := range audited {
+		if k.GVK == kinds.Pod.GVK {
+			continue
+		}
 		obj, err := a.scheme.New(k.GVK.GroupVersion().WithKind(kindName + "List"))
 		list, ok := obj.(client.ObjectList)
 		if err != nil || !ok {
@@ -94,6 +123,7 @@ func (a *Audit) done(k Key) {
 		a.pending = nil
 		close(a.initial)
 		a.announced.Reset() // what is still in it is no longer true
+		a.announcedOwners.Reset()
 	}
 }
 

@@ -9,9 +9,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
@@ -29,22 +32,38 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	if !ok {
 		return reconcile.Result{}, nil
 	}
-	obj := kind.New()
-	err := a.cache.Get(ctx, k.NamespacedName, obj)
-	switch {
-	case apierrors.IsNotFound(err):
-		a.state.set(k, nil, nil, 0)
-		return reconcile.Result{}, nil
-	case err != nil:
-		return reconcile.Result{}, err
-	}
-	if ownedTemplate(obj) {
-		a.state.set(k, nil, nil, 0)
-		return reconcile.Result{}, nil
+	var obj client.Object
+	if kind.GVK == kinds.Pod.GVK {
+		pod, found, err := a.pod(ctx, k.NamespacedName)
+		if err != nil || found == absent {
+			return reconcile.Result{}, err
+		}
+		if found == gone {
+			a.state.set(k, nil, nil, 0)
+			return reconcile.Result{}, nil
+		}
+		obj = pod
+	} else {
+		obj = kind.New()
+		err := a.cache.Get(ctx, k.NamespacedName, obj)
+		switch {
+		case apierrors.IsNotFound(err):
+			a.state.set(k, nil, nil, 0)
+			return reconcile.Result{}, nil
+		case err != nil:
+			return reconcile.Result{}, err
+		}
+		if ownedTemplate(obj) {
+			a.state.set(k, nil, nil, 0)
+			return reconcile.Result{}, nil
+		}
 	}
 
 	nsLabels, err := cluster.NamespaceLabels(ctx, a.namespaces, k.Namespace)
 	if err != nil {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			a.pods.putBack(pod)
+		}
 		return reconcile.Result{}, err
 	}
 	results := a.engine.Load().Evaluate(policy.Target{Object: obj, NamespaceLabels: nsLabels, Cluster: a.cluster})
@@ -70,12 +89,40 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	}
 	ref := objectRef{APIVersion: kind.GVK.GroupVersion().String(), Kind: kind.GVK.Kind, Namespace: obj.GetNamespace(),
 		Name: obj.GetName(), UID: obj.GetUID()}
+	pod, _ := obj.(*corev1.Pod)
 	for _, v := range a.state.set(k, &ref, violations, passes) {
+		if workload := podWorkload(ctx, a.cache, pod); workload != nil {
+			if !a.announcedOwners.Has(workload.UID, v.Policy, true) {
+				a.owners.add(ctx, workload, v.Policy, pod, v.Message)
+			}
+			continue
+		}
 		if !a.wasAnnounced(obj.GetUID(), v.Message) {
 			a.events.Eventf(obj, nil, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", v.Message)
 		}
 	}
 	return reconcile.Result{}, nil
+}
+
+// pod returns the hostNetwork pod to audit: the change the pod feed
+// delivered, or, for a re-audit of a kube-apiserver pod after a change of
+// its peers or its Node, the pod in the manager's cache. Any other pod
+// without a change waiting is absent: its verdicts stand until it changes
+// or the next sweep.
+func (a *Audit) pod(ctx context.Context, name types.NamespacedName) (*corev1.Pod, inboxState, error) {
+	if p, found := a.pods.take(name); found != absent {
+		return p, found, nil
+	}
+	p := &corev1.Pod{}
+	switch err := a.apiServers.Get(ctx, name, p); {
+	case apierrors.IsNotFound(err):
+		return nil, absent, nil
+	case err != nil:
+		return nil, absent, err
+	case !p.Spec.HostNetwork:
+		return nil, absent, nil
+	}
+	return p, arrived, nil
 }
 
 // violation is one policy's verdict on one object, when it is not allow.

@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -258,6 +259,40 @@ var _ = Describe("background audit", func() {
 		withoutWebhooks(ctx, func() { Expect(k8s.Create(ctx, kubeVIP2)).To(Succeed()) })
 		// Both audits run: each announces it once.
 		Eventually(auditEvents(ctx, ns, kubeVIP2.UID)).WithTimeout(settle).Should(HaveLen(2))
+	})
+
+	It("announces a workload's pods once per workload and policy per interval, not once per pod", func(ctx context.Context) {
+		useConfig(func(c *config.PolicyConfiguration) { c.Audit.Interval = metav1.Duration{Duration: 2 * time.Second} })
+		ns := newNamespace(ctx, nil)
+		ds := kubeVIPDaemonSet(ns, "v0.8.10")
+		ds.Spec.Template.Spec.Containers[0].Env = nil
+		Expect(k8s.Create(ctx, ds)).To(Succeed())
+		owned := func() *corev1.Pod {
+			p := pod(ns, true, nil)
+			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID,
+				Controller: ptr.To(true)}}
+			return p
+		}
+		var pods []*corev1.Pod
+		withoutWebhooks(ctx, func() {
+			for range 3 {
+				p := owned()
+				Expect(k8s.Create(ctx, p)).To(Succeed())
+				pods = append(pods, p)
+			}
+		})
+		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(settle).Should(Equal(3.0))
+		Eventually(auditEvents(ctx, ns, ds.UID)).WithTimeout(settle).Should(ConsistOf(HaveField("Note", HavePrefix(
+			fmt.Sprintf("DaemonSet %s/%s: 3 pods newly in violation of host-network-endpoint, e.g. pod ", ns, ds.Name)))))
+		Consistently(auditEvents(ctx, ns, ds.UID)).WithTimeout(3 * time.Second).Should(announcedOnce)
+		for _, p := range pods {
+			Expect(auditEvents(ctx, ns, p.UID)()).To(BeEmpty(), "no Event per pod")
+		}
+
+		By("a pod found later is announced an interval after the workload's last Event")
+		withoutWebhooks(ctx, func() { Expect(k8s.Create(ctx, owned())).To(Succeed()) })
+		Eventually(auditEvents(ctx, ns, ds.UID)).WithTimeout(settle).Should(ContainElement(HaveField("Note",
+			MatchRegexp(`^DaemonSet %s/%s, since [^:]+:[^:]+:[^:]+: 1 pod newly in violation of host-network-endpoint, `, ns, ds.Name))))
 	})
 
 	It("keeps the report bounded with 1,000 violating pods in one namespace: results capped, the summary exact", func(ctx context.Context) {

@@ -1,0 +1,297 @@
+package audit
+
+// The audit's hostNetwork pods: read page by page, then watched, each
+// evaluated as it arrives and then dropped. Only each pod's name and
+// resourceVersion stay in memory (and its verdicts, in state): a cache of
+// 15,000 hostNetwork pods was 80% of the leader's heap at 5,000 nodes
+// (docs/performance.md, bench-scale).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// hostNetworkPods selects the pods the policies read (see CacheOptions).
+var hostNetworkPods = fields.OneTermEqualSelector("spec.hostNetwork", "true").String()
+
+// podFeed lists and watches the hostNetwork pods and hands each change to
+// the audit's queue through an inbox that holds a pod only until it is
+// audited. A sweep lists them again, a page at a time, and waits for each
+// page to be audited before it reads the next: memory stays bounded by the
+// page size, not by the number of pods.
+type podFeed struct {
+	pods     corev1client.PodsGetter
+	pageSize int64
+
+	mu    sync.Mutex
+	inbox map[types.NamespacedName]*corev1.Pod // nil: deleted
+	// known is the resourceVersion of every pod that exists, as last
+	// listed or watched.
+	known map[types.NamespacedName]string
+	taken chan struct{} // signalled when the inbox shrinks
+}
+
+func newPodFeed(pods corev1client.PodsGetter, pageSize int64) *podFeed {
+	return &podFeed{
+		pods:     pods,
+		pageSize: pageSize,
+		inbox:    map[types.NamespacedName]*corev1.Pod{},
+		known:    map[types.NamespacedName]string{},
+		taken:    make(chan struct{}, 1),
+	}
+}
+
+// inboxState is what take found for a pod.
+type inboxState int
+
+const (
+	// absent: no change of the pod is waiting (a re-audit asked for it).
+	absent inboxState = iota
+	// arrived: the pod, as last listed or watched.
+	arrived
+	// gone: the pod was deleted.
+	gone
+)
+
+// take returns, and removes, what waits in the inbox for name.
+func (f *podFeed) take(name types.NamespacedName) (*corev1.Pod, inboxState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.inbox[name]
+	if !ok {
+		return nil, absent
+	}
+	delete(f.inbox, name)
+	select {
+	case f.taken <- struct{}{}:
+	default:
+	}
+	if p == nil {
+		return nil, gone
+	}
+	return p, arrived
+}
+
+// putBack returns p to the inbox after its audit failed, unless a newer
+// change of it arrived meanwhile.
+func (f *podFeed) putBack(p *corev1.Pod) {
+	name := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, newer := f.inbox[name]; !newer && f.known[name] == p.ResourceVersion {
+		f.inbox[name] = p
+	}
+}
+
+// arrive puts p in the inbox and records its resourceVersion; with
+// onlyKnown (a sweep while the watch runs), only if it is the version the
+// watch last delivered: the watch is the authority on every other.
+func (f *podFeed) arrive(p *corev1.Pod, onlyKnown bool) bool {
+	name := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if onlyKnown {
+		if rv, ok := f.known[name]; !ok || rv != p.ResourceVersion {
+			return false
+		}
+		if _, waiting := f.inbox[name]; waiting {
+			return false
+		}
+	}
+	f.known[name] = p.ResourceVersion
+	f.inbox[name] = p
+	return true
+}
+
+// depart records that the pod name was deleted.
+func (f *podFeed) depart(name types.NamespacedName) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.known, name)
+	f.inbox[name] = nil
+}
+
+// waitBelow waits until at most n pods wait in the inbox.
+func (f *podFeed) waitBelow(ctx context.Context, n int) error {
+	for {
+		f.mu.Lock()
+		waiting := len(f.inbox)
+		f.mu.Unlock()
+		if waiting <= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.taken:
+		}
+	}
+}
+
+// Len returns the number of pods the feed knows of.
+func (f *podFeed) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.known)
+}
+
+// sweep lists every hostNetwork pod, a page at a time, and hands each to
+// enqueue; with full (no watch runs), pods it no longer lists are deleted.
+// It returns the resourceVersion to watch from.
+func (f *podFeed) sweep(ctx context.Context, full bool, enqueue func(types.NamespacedName)) (string, error) {
+	seen := map[types.NamespacedName]bool{}
+	opts := metav1.ListOptions{FieldSelector: hostNetworkPods, Limit: f.pageSize}
+	for {
+		list, err := f.pods.Pods(metav1.NamespaceAll).List(ctx, opts)
+		if err != nil {
+			return "", fmt.Errorf("listing hostNetwork pods: %w", err)
+		}
+		for i := range list.Items {
+			// A copy of the struct only, so that the page's array can go
+			// while the pod waits to be audited.
+			p := new(corev1.Pod)
+			*p = list.Items[i]
+			name := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+			seen[name] = true
+			_, _ = slim(p)
+			if f.arrive(p, !full) {
+				enqueue(name)
+			}
+		}
+		if full && list.Continue == "" {
+			f.mu.Lock()
+			var deleted []types.NamespacedName
+			for name := range f.known {
+				if !seen[name] {
+					deleted = append(deleted, name)
+				}
+			}
+			f.mu.Unlock()
+			for _, name := range deleted {
+				f.depart(name)
+				enqueue(name)
+			}
+		}
+		if err := f.waitBelow(ctx, int(f.pageSize)); err != nil {
+			return "", err
+		}
+		if list.Continue == "" {
+			return list.ResourceVersion, nil
+		}
+		opts.Continue = list.Continue
+	}
+}
+
+// errExpired ends a watch whose resourceVersion is too old: a full sweep
+// follows.
+var errExpired = errors.New("watch expired")
+
+// watch hands every change from resourceVersion on to enqueue, until ctx
+// ends or the watch cannot go on (errExpired).
+func (f *podFeed) watch(ctx context.Context, resourceVersion string, enqueue func(types.NamespacedName)) error {
+	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		opts.FieldSelector = hostNetworkPods
+		return f.pods.Pods(metav1.NamespaceAll).Watch(ctx, opts)
+	}}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, resourceVersion, lw)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return errExpired
+			}
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				if p, ok := ev.Object.(*corev1.Pod); ok {
+					_, _ = slim(p)
+					f.arrive(p, false)
+					enqueue(types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+				}
+			case watch.Deleted:
+				if p, ok := ev.Object.(*corev1.Pod); ok {
+					name := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+					f.depart(name)
+					enqueue(name)
+				}
+			case watch.Error:
+				return fmt.Errorf("%w: %w", errExpired, apierrors.FromObject(ev.Object))
+			}
+		}
+	}
+}
+
+// run sweeps, then watches; again after the watch expires. started is
+// called with every pod of the first sweep before it is enqueued, and
+// swept once the first sweep is done. A signal on resweep lists every pod
+// again (the audit interval, a configuration reload).
+func (f *podFeed) run(ctx context.Context, enqueue func(types.NamespacedName), started func(types.NamespacedName),
+	swept func(), resweep <-chan struct{}) {
+	log := logf.FromContext(ctx).WithName(Name)
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second}
+	first := true
+	watching := make(chan struct{})
+	go func() { // sweeps while the watch runs
+		select {
+		case <-ctx.Done():
+			return
+		case <-watching:
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-resweep:
+				if _, err := f.sweep(ctx, false, enqueue); err != nil && ctx.Err() == nil {
+					log.Error(err, "Auditing the hostNetwork pods again")
+				}
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		add := enqueue
+		if first {
+			add = func(name types.NamespacedName) { started(name); enqueue(name) }
+		}
+		rv, err := f.sweep(ctx, true, add)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error(err, "Listing the hostNetwork pods; retrying")
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff.Step()):
+				}
+			}
+			continue
+		}
+		backoff = wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second}
+		if first {
+			first = false
+			swept()
+			close(watching)
+		}
+		if err := f.watch(ctx, rv, enqueue); err != nil && ctx.Err() == nil {
+			log.V(1).Info("Watching the hostNetwork pods again after a full list", "reason", err.Error())
+		}
+	}
+}
