@@ -45,14 +45,20 @@ const mapApplyConfiguration = `Object{
 // policy selects (baseline), one for `endpoint-policy serve` (a copy of
 // config/webhook's registration), one for the minimal reference webhook (the
 // same registration), one for a MutatingAdmissionPolicy doing the same
-// rewrite. The configurations are interleaved request by request: each
-// worker creates one pod in each namespace in turn, in a rotating order, so
-// that all four see the same machine at the same moment. The namespaces are
-// excluded from the background audit (endpoint-policy.io/exclude), which
-// would otherwise report the baseline's pods and not the others'. The
+// rewrite; and one for a second `endpoint-policy serve` that runs alone,
+// without leader election, as `replicaCount: 1` does: admission, the
+// background audit and the controllers, which see every pod it admits. The
+// configurations are interleaved request by request: each worker creates
+// one pod in each namespace in turn, in a rotating order, so that all five
+// see the same machine at the same moment. Every namespace but the single
+// replica's is excluded from the background audit
+// (endpoint-policy.io/exclude), which would otherwise report the
+// baseline's pods; its watch still decodes every namespace's hostNetwork
+// pods, five per pod it admits, so its CPU per pod is an upper bound. The
 // latency is the client's, per create; e2eRounds rounds at concurrency 1
 // and 8.
 var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
+	const singleReplica = "endpoint-policy single replica"
 	const (
 		e2eRounds  = 3
 		perConfig  = 300 // creates per configuration, round and concurrency
@@ -64,6 +70,7 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 		// A follower, as every replica but the leader is: admission only; the
 		// suite's server holds the lease and runs the controllers.
 		ours := launchReplica("e2e", "", newFileLog("server.log"), []string{"--leader-elect", "--leader-election-namespace=" + serverNamespace})
+		single := launchReplica("e2e-single", "", newFileLog("single.log"), nil)
 		minimal := startMinimalWebhook()
 
 		cfg := rest.CopyConfig(restConfig)
@@ -71,16 +78,20 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 		c, err := client.New(cfg, client.Options{})
 		Expect(err).NotTo(HaveOccurred())
 
-		configs := []string{"baseline", "endpoint-policy", "minimal webhook", "MutatingAdmissionPolicy"}
+		configs := []string{"baseline", "endpoint-policy", singleReplica, "minimal webhook", "MutatingAdmissionPolicy"}
 		namespaces := make([]string, len(configs))
 		for i, name := range configs {
-			namespaces[i] = newNamespace(ctx, map[string]string{
-				configured: strings.ReplaceAll(name, " ", "-"), "endpoint-policy.io/exclude": "true"})
+			labels := map[string]string{configured: strings.ReplaceAll(name, " ", "-")}
+			if name != singleReplica {
+				labels["endpoint-policy.io/exclude"] = "true"
+			}
+			namespaces[i] = newNamespace(ctx, labels)
 		}
 		withoutWebhooks(ctx, func() {
 			faultWebhook(ctx, namespaces[1], "https://"+ours.addr()+epwebhook.MutatePodPath, admissionregistrationv1.Ignore, 10, nil)
-			faultWebhook(ctx, namespaces[2], "https://"+minimal.addr+"/mutate", admissionregistrationv1.Ignore, 10, nil)
-			registerMutatingAdmissionPolicy(ctx, namespaces[3])
+			faultWebhook(ctx, namespaces[2], "https://"+single.addr()+epwebhook.MutatePodPath, admissionregistrationv1.Ignore, 10, nil)
+			faultWebhook(ctx, namespaces[3], "https://"+minimal.addr+"/mutate", admissionregistrationv1.Ignore, 10, nil)
+			registerMutatingAdmissionPolicy(ctx, namespaces[4])
 			for _, ns := range namespaces[1:] {
 				untilMutated(ctx, ns)
 			}
@@ -91,7 +102,7 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 			}
 			p50, p99 := map[key]spread{}, map[key]spread{}
 			cpu := map[key]spread{}
-			pids := map[string]int{"endpoint-policy": ours.cmd.Process.Pid, "minimal webhook": minimal.cmd.Process.Pid}
+			pids := map[string]int{"endpoint-policy": ours.cmd.Process.Pid, singleReplica: single.cmd.Process.Pid, "minimal webhook": minimal.cmd.Process.Pid}
 			createInterleaved(ctx, c, namespaces, 1, 20) // warm up
 			for round := range e2eRounds {
 				for _, concurrency := range []int{1, 8} {
@@ -139,6 +150,9 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 				o, m, p := added[key{"endpoint-policy", concurrency}], added[key{"minimal webhook", concurrency}], added[key{"MutatingAdmissionPolicy", concurrency}]
 				fmt.Fprintf(&b, "Concurrency %d: endpoint-policy's added latency / the minimal webhook's: p50 %.2f×, p99 %.2f×; / the MutatingAdmissionPolicy's: p50 %.2f×, p99 %.2f×.\n",
 					concurrency, o[0]/m[0], o[1]/m[1], o[0]/p[0], o[1]/p[1])
+				fmt.Fprintf(&b, "Concurrency %d: the single replica's CPU per admitted pod (its audit and controllers running) / the minimal webhook's: %.2f×; the follower's: %.2f×.\n",
+					concurrency, cpu[key{singleReplica, concurrency}].median()/cpu[key{"minimal webhook", concurrency}].median(),
+					cpu[key{"endpoint-policy", concurrency}].median()/cpu[key{"minimal webhook", concurrency}].median())
 			}
 			writeBenchReport("e2e.md", b.String())
 		})
