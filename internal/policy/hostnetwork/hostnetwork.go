@@ -51,9 +51,10 @@ type Override string
 const (
 	// OverrideIPLiterals rewrites a host that is a non-loopback IP literal:
 	// an address pinned to one control-plane node. DNS names, loopback and
-	// valueFrom are left alone. The default.
+	// valueFrom and envFrom are left alone. The default.
 	OverrideIPLiterals Override = "IPLiterals"
-	// OverrideAlways rewrites every value, DNS names and valueFrom included.
+	// OverrideAlways rewrites every value, DNS names, valueFrom and envFrom
+	// included.
 	OverrideAlways Override = "Always"
 	// OverrideNever only adds the variables where the host is absent.
 	OverrideNever Override = "Never"
@@ -333,19 +334,48 @@ type envState struct {
 	indexes   []int // every entry with this name, in order
 	value     string
 	valueFrom bool
+	// envFrom names the container's envFrom sources that may set the
+	// variable, when env does not (an env entry overrides envFrom).
+	envFrom string
 }
 
 func (e envState) present() bool { return len(e.indexes) > 0 }
 
+// fromEnvFrom reports whether only envFrom may set the variable.
+func (e envState) fromEnvFrom() bool { return !e.present() && e.envFrom != "" }
+
 func (e envState) String() string {
 	switch {
+	case e.fromEnvFrom():
+		return "possibly set by envFrom " + e.envFrom
 	case !e.present():
-		return "unset"
+		// The kubelet injects the variable at run time; the spec has none.
+		return "not set in the spec"
 	case e.valueFrom:
 		return "valueFrom"
 	default:
 		return strconv.Quote(e.value)
 	}
+}
+
+// envFromSources describes c's envFrom sources that may produce name: a
+// ConfigMap or Secret whose prefix is a prefix of name (Calico's manifest
+// gives calico-node KUBERNETES_SERVICE_HOST and _PORT through
+// `envFrom: configMapRef: kubernetes-services-endpoint`).
+func envFromSources(c *corev1.Container, name string) string {
+	var out []string
+	for _, src := range c.EnvFrom {
+		if !strings.HasPrefix(name, src.Prefix) {
+			continue
+		}
+		switch {
+		case src.ConfigMapRef != nil:
+			out = append(out, fmt.Sprintf("configMapRef %q", src.ConfigMapRef.Name))
+		case src.SecretRef != nil:
+			out = append(out, fmt.Sprintf("secretRef %q", src.SecretRef.Name))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // container decides what to change in one container and returns the finding,
@@ -365,6 +395,7 @@ func (r *Rule) container(t target, c *corev1.Container, list string, index int, 
 		s.indexes = append(s.indexes, i)
 		s.value, s.valueFrom = c.Env[i].Value, c.Env[i].ValueFrom != nil
 	}
+	host.envFrom, port.envFrom = envFromSources(c, EnvHost), envFromSources(c, EnvPort)
 
 	setHost, hostIsOurs := r.decideHost(t, host)
 	// The port follows the host: a host we set gets our port, or the pair
@@ -378,7 +409,7 @@ func (r *Rule) container(t target, c *corev1.Container, list string, index int, 
 	case setHost:
 		setPort = portDiffers
 	case hostIsOurs:
-		setPort = !port.present() || (r.settings.Override == OverrideAlways && portDiffers)
+		setPort = (!port.present() && !port.fromEnvFrom()) || (r.settings.Override == OverrideAlways && portDiffers)
 	}
 	if !setHost && !setPort {
 		return policy.Finding{}, false
@@ -434,6 +465,9 @@ func (r *Rule) container(t target, c *corev1.Container, list string, index int, 
 // it already names the configured host.
 func (r *Rule) decideHost(t target, host envState) (set, ours bool) {
 	switch {
+	case host.fromEnvFrom():
+		// Like valueFrom: set where the spec is read, not in it.
+		return r.settings.Override == OverrideAlways, false
 	case !host.present():
 		return true, false
 	case host.valueFrom:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/fixtures"
 )
 
 func env(kv ...string) []corev1.EnvVar {
@@ -82,6 +83,9 @@ func unverified() hostnetwork.Settings {
 	return s
 }
 
+// calicoEndpoint is Calico's envFrom (fixtures.CalicoNode).
+var calicoEndpoint = fixtures.CalicoNode("").Spec.Containers[0].EnvFrom
+
 func TestRuleEnv(t *testing.T) {
 	def := unverified()
 	always := def
@@ -95,6 +99,7 @@ func TestRuleEnv(t *testing.T) {
 		name     string
 		settings hostnetwork.Settings
 		env      []corev1.EnvVar
+		envFrom  []corev1.EnvFromSource
 		wantEnv  []corev1.EnvVar // nil: no finding, env unchanged
 		wantOps  int             // number of env patch operations, when a finding is expected
 	}{
@@ -116,6 +121,20 @@ func TestRuleEnv(t *testing.T) {
 		{name: "valueFrom kept by IPLiterals", settings: def, env: []corev1.EnvVar{{Name: H, ValueFrom: fromField}, {Name: P, Value: "6443"}}},
 		{name: "valueFrom rewritten by Always", settings: always, env: []corev1.EnvVar{{Name: H, ValueFrom: fromField}, {Name: P, Value: "6443"}},
 			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		// Calico's manifest (fixtures.CalicoNode): an explicit env entry
+		// overrides envFrom, so a rewrite would replace the user's choice.
+		{name: "envFrom ConfigMap kept by IPLiterals", settings: def, envFrom: calicoEndpoint},
+		{name: "envFrom ConfigMap kept by Never", settings: never, envFrom: calicoEndpoint},
+		{name: "envFrom ConfigMap rewritten by Always", settings: always, envFrom: calicoEndpoint,
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
+		{name: "envFrom Secret with a prefix that can produce the names kept", settings: def,
+			envFrom: []corev1.EnvFromSource{{Prefix: "KUBERNETES_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "api"}}}}},
+		{name: "envFrom with a prefix that cannot produce the names: added", settings: def,
+			envFrom: []corev1.EnvFromSource{{Prefix: "CALICO_", ConfigMapRef: calicoEndpoint[0].ConfigMapRef}},
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
+		{name: "a pinned env entry beside envFrom wins: rewritten, port added", settings: def, env: env(H, "10.0.1.16"), envFrom: calicoEndpoint,
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "our host beside envFrom: the port left to envFrom", settings: def, env: env(H, "localhost"), envFrom: calicoEndpoint},
 		{name: "loopback IP kept by IPLiterals", settings: def, env: env(H, "127.0.0.1", P, "6443")},
 		{name: "IPv6 loopback kept by IPLiterals", settings: def, env: env(H, "::1", P, "6443")},
 		{name: "loopback IP rewritten by Always", settings: always, env: env(H, "127.0.0.1", P, "6443"),
@@ -154,6 +173,7 @@ func TestRuleEnv(t *testing.T) {
 				t.Fatal(err)
 			}
 			pod := hostNetworkPod(tt.env)
+			pod.Spec.Containers[0].EnvFrom = tt.envFrom
 			findings, applies := rule.Evaluate(policy.Target{Object: pod})
 			if !applies {
 				t.Fatal("rule does not apply to a hostNetwork pod")
@@ -261,9 +281,9 @@ func TestRuleInitContainersAndMessages(t *testing.T) {
 		t.Fatalf("finding fields (-want +got):\n%s", diff)
 	}
 	wantMsgs := []string{
-		`set KUBERNETES_SERVICE_HOST=localhost (was unset), KUBERNETES_SERVICE_PORT=7443 (was unset) in init container "init"`,
+		`set KUBERNETES_SERVICE_HOST=localhost (was not set in the spec), KUBERNETES_SERVICE_PORT=7443 (was not set in the spec) in init container "init"`,
 		`set KUBERNETES_SERVICE_HOST=localhost (was "10.0.1.16"), KUBERNETES_SERVICE_PORT=7443 (was "6443") in container "c"`,
-		`set KUBERNETES_SERVICE_HOST=localhost (was unset), KUBERNETES_SERVICE_PORT=7443 (was unset) in container "sidecar"`,
+		`set KUBERNETES_SERVICE_HOST=localhost (was not set in the spec), KUBERNETES_SERVICE_PORT=7443 (was not set in the spec) in container "sidecar"`,
 	}
 	if diff := cmp.Diff(wantMsgs, msgs); diff != "" {
 		t.Fatalf("messages (-want +got):\n%s", diff)
@@ -329,5 +349,36 @@ func TestSettingsValidate(t *testing.T) {
 				t.Errorf("New error = %v, want error: %v", err, len(tt.wantErrs) > 0)
 			}
 		})
+	}
+}
+
+// Calico's calico-node reads the variables from its envFrom ConfigMap: left
+// alone by default, and the message of Always says where they came from.
+func TestRuleEnvFromCalico(t *testing.T) {
+	pod := fixtures.CalicoNode("node-a")
+	rule, err := hostnetwork.New(unverified())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if findings, _ := rule.Evaluate(policy.Target{Object: pod}); len(findings) != 0 {
+		t.Fatalf("calico-node rewritten by default: %v", findings)
+	}
+	always := unverified()
+	always.Override = hostnetwork.OverrideAlways
+	if rule, err = hostnetwork.New(always); err != nil {
+		t.Fatal(err)
+	}
+	findings, _ := rule.Evaluate(policy.Target{Object: pod})
+	var got []string
+	for _, f := range findings {
+		got = append(got, f.Message)
+	}
+	from := `possibly set by envFrom configMapRef "kubernetes-services-endpoint"`
+	want := []string{
+		`set KUBERNETES_SERVICE_HOST=localhost (was ` + from + `), KUBERNETES_SERVICE_PORT=7443 (was ` + from + `) in init container "install-cni"`,
+		`set KUBERNETES_SERVICE_HOST=localhost (was ` + from + `), KUBERNETES_SERVICE_PORT=7443 (was ` + from + `) in container "calico-node"`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("messages (-want +got):\n%s", diff)
 	}
 }
