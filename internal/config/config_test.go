@@ -91,6 +91,12 @@ audit:
 			wantErr: "policies.kube-proxy-node-deleting.podSelectors[0]: Invalid value"},
 		{name: "a pod selector with a typo", file: header + "policies:\n  kube-proxy-node-deleting:\n    podSelectors: [{matchLabel: {a: b}}]\n",
 			wantErr: `unknown field "policies.kube-proxy-node-deleting.podSelectors[0].matchLabel"`},
+		{name: "addresses to preserve", file: header + "policies:\n  host-network-endpoint:\n    preserve: [10.0.0.100, 10.0.0.0/24, api.example.com]\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.Policies[hostnetwork.ID].Settings.(*hostnetwork.Settings).Preserve = []string{"10.0.0.100", "10.0.0.0/24", "api.example.com"}
+			}},
+		{name: "a CIDR that is not one", file: header + "policies:\n  host-network-endpoint:\n    preserve: [10.0.0.0/33]\n",
+			wantErr: `policies.host-network-endpoint.preserve[0]: Invalid value: "10.0.0.0/33": must be an IP address, a DNS name or a CIDR`},
 		{name: "bad readiness-probe mode", file: header + "policies:\n  kube-proxy-readiness-probe:\n    mode: audit\n",
 			wantErr: `policies.kube-proxy-readiness-probe.mode: Unsupported value: "audit"`},
 		{name: "control-plane policies", file: header + "policies:\n  apiserver-probe-host:\n    mode: Enforce\n  kube-vip-ipvs-backends:\n    mode: Disabled\n",

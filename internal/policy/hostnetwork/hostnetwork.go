@@ -107,6 +107,11 @@ type Settings struct {
 	// Verification says whether a rewrite needs the endpoint verified on
 	// the pod's nodes.
 	Verification Verification `json:"verification"`
+	// Preserve are hosts (IP addresses or DNS names) and CIDRs that
+	// KUBERNETES_SERVICE_HOST may name and keep, whatever Override says: a
+	// kube-vip or keepalived VIP, a cloud load balancer that already fronts
+	// every API server.
+	Preserve []string `json:"preserve"`
 }
 
 // DefaultCandidates are the node-local API endpoints of k0s (NLLB), Talos
@@ -119,7 +124,7 @@ func DefaultCandidates() []string {
 func DefaultSettings() Settings {
 	return Settings{
 		Host: "localhost", Port: 7443, Override: OverrideIPLiterals,
-		Candidates: DefaultCandidates(), Verification: VerificationRequired,
+		Candidates: DefaultCandidates(), Verification: VerificationRequired, Preserve: []string{},
 	}
 }
 
@@ -192,6 +197,16 @@ func (s Settings) Validate(fldPath *field.Path) field.ErrorList {
 		}
 		seen[c] = true
 	}
+	for i, v := range s.Preserve {
+		p := fldPath.Child("preserve").Index(i)
+		if strings.Contains(v, "/") {
+			if _, err := netip.ParsePrefix(v); err != nil {
+				errs = append(errs, field.Invalid(p, v, "must be an IP address, a DNS name or a CIDR (10.0.0.0/24, fd00::/64)"))
+			}
+			continue
+		}
+		errs = append(errs, validateHost(p, v)...)
+	}
 	switch s.Verification {
 	case VerificationRequired, VerificationOff:
 	default:
@@ -216,6 +231,26 @@ func validateHost(p *field.Path, host string) field.ErrorList {
 type Rule struct {
 	settings Settings
 	fixed    target // the configured endpoint; zero under host: auto
+	// preserved are Settings.Preserve parsed: names (lower case) and
+	// addresses, and CIDRs.
+	preservedHosts    map[string]bool
+	preservedPrefixes []netip.Prefix
+}
+
+// preserved reports whether host is one of Settings.Preserve.
+func (r *Rule) preserved(host string) bool {
+	if addr, ok := parseIP(host); ok {
+		if r.preservedHosts[addr.Unmap().String()] {
+			return true
+		}
+		for _, p := range r.preservedPrefixes {
+			if p.Contains(addr.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	return r.preservedHosts[strings.ToLower(strings.TrimSuffix(host, "."))]
 }
 
 // target is an endpoint to point containers at.
@@ -239,7 +274,16 @@ func New(s Settings) (*Rule, error) {
 	if errs := s.Validate(field.NewPath(string(ID))); len(errs) > 0 {
 		return nil, errs.ToAggregate()
 	}
-	r := &Rule{settings: s}
+	r := &Rule{settings: s, preservedHosts: map[string]bool{}}
+	for _, v := range s.Preserve {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			r.preservedPrefixes = append(r.preservedPrefixes, p.Masked())
+		} else if addr, ok := parseIP(v); ok {
+			r.preservedHosts[addr.Unmap().String()] = true
+		} else {
+			r.preservedHosts[strings.ToLower(strings.TrimSuffix(v, "."))] = true
+		}
+	}
 	if !s.Auto() {
 		r.fixed = target{host: s.Host, port: strconv.Itoa(int(s.Port)), endpoint: s.Endpoint()}
 	}
@@ -474,6 +518,9 @@ func (r *Rule) decideHost(t target, host envState) (set, ours bool) {
 		return r.settings.Override == OverrideAlways, false
 	case host.value == t.host:
 		return false, true
+	case r.preserved(host.value):
+		// An address the user trusts to reach every API server.
+		return false, false
 	case host.value == "":
 		// An empty host breaks in-cluster configuration outright; setting it
 		// is adding it.

@@ -92,6 +92,12 @@ func TestRuleEnv(t *testing.T) {
 	always.Override = hostnetwork.OverrideAlways
 	never := def
 	never.Override = hostnetwork.OverrideNever
+	// A kube-vip VIP, its subnet, an IPv6 range and a load balancer's name
+	// the user trusts to reach every API server.
+	preserve := def
+	preserve.Preserve = []string{"10.0.0.100", "192.168.10.0/24", "fd00:10::/64", "api.example.com"}
+	preserveAlways := preserve
+	preserveAlways.Override = hostnetwork.OverrideAlways
 	kubespray := hostnetwork.Settings{Host: "127.0.0.1", Port: 6443, Override: hostnetwork.OverrideIPLiterals, Verification: hostnetwork.VerificationOff}
 
 	const H, P = hostnetwork.EnvHost, hostnetwork.EnvPort
@@ -135,6 +141,15 @@ func TestRuleEnv(t *testing.T) {
 		{name: "a pinned env entry beside envFrom wins: rewritten, port added", settings: def, env: env(H, "10.0.1.16"), envFrom: calicoEndpoint,
 			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
 		{name: "our host beside envFrom: the port left to envFrom", settings: def, env: env(H, "localhost"), envFrom: calicoEndpoint},
+		{name: "preserved VIP kept", settings: preserve, env: env(H, "10.0.0.100", P, "6443")},
+		{name: "preserved VIP kept by Always", settings: preserveAlways, env: env(H, "10.0.0.100", P, "6443")},
+		{name: "address in a preserved CIDR kept", settings: preserve, env: env(H, "192.168.10.7", P, "6443")},
+		{name: "address in a preserved IPv6 CIDR kept", settings: preserve, env: env(H, "[fd00:10::16]", P, "6443")},
+		{name: "address outside the preserved ones rewritten", settings: preserve, env: env(H, "10.0.1.16", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
+		{name: "preserved name kept by Always, whatever its case", settings: preserveAlways, env: env(H, "API.example.com.", P, "6443")},
+		{name: "another name rewritten by Always", settings: preserveAlways, env: env(H, "api2.example.com", P, "6443"),
+			wantEnv: env(H, "localhost", P, "7443"), wantOps: 2},
 		{name: "loopback IP kept by IPLiterals", settings: def, env: env(H, "127.0.0.1", P, "6443")},
 		{name: "IPv6 loopback kept by IPLiterals", settings: def, env: env(H, "::1", P, "6443")},
 		{name: "loopback IP rewritten by Always", settings: always, env: env(H, "127.0.0.1", P, "6443"),
@@ -329,6 +344,10 @@ func TestSettingsValidate(t *testing.T) {
 			Candidates: []string{"localhost", "[::1]:6443", "bad_host:1", "localhost:0", "[::1]:6443"}, Verification: hostnetwork.VerificationRequired},
 			wantErrs: []string{`p.candidates[0]: Invalid value: "localhost": must be host:port`, `p.candidates[2]: Invalid value: "bad_host"`,
 				`p.candidates[3]: Invalid value: "localhost:0": the port must be`, `p.candidates[4]: Duplicate value: "[::1]:6443"`}},
+		{name: "bad preserve", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: hostnetwork.OverrideIPLiterals,
+			Verification: hostnetwork.VerificationOff, Preserve: []string{"10.0.0.100", "10.0.0.0/33", "api.example.com", "bad_host", "fd00::/64"}},
+			wantErrs: []string{`p.preserve[1]: Invalid value: "10.0.0.0/33": must be an IP address, a DNS name or a CIDR`,
+				`p.preserve[3]: Invalid value: "bad_host": must be an IP address or a DNS name`}},
 		{name: "bad verification", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: hostnetwork.OverrideIPLiterals, Verification: "Maybe"},
 			wantErrs: []string{`p.verification: Unsupported value: "Maybe"`}},
 		{name: "bad override", settings: hostnetwork.Settings{Host: "localhost", Port: 7443, Override: "Sometimes", Verification: hostnetwork.VerificationOff},
