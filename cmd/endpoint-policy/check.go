@@ -34,6 +34,7 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		strict     bool
 		patchDir   string
 		nodeFQDN   string
+		staticPods bool
 		errorf     = func(format string, a ...any) int {
 			fmt.Fprintf(stderr, "endpoint-policy check: "+format+"\n", a...)
 			return checkBadCall
@@ -43,15 +44,15 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: endpoint-policy check -f PATH [-f PATH ...] [-o table|json] [--config FILE] [--strict]
-                            [--emit-kubeadm-patches DIR --node-fqdn NAME]
+                            [--static-pods] [--emit-kubeadm-patches DIR --node-fqdn NAME]
 
 Evaluates every policy on manifests, offline, and reports what admission would do:
-deny, warn or mutate. PATH is a file, a directory (recursively: *.yaml, *.yml, *.json)
-or - for standard input. Objects given together stand in for the cluster (Nodes,
+deny, warn or mutate. PATH is a file, a directory (recursively: *.yaml, *.yml, *.json,
+*.manifest; kubeadm patch files under a patches directory are skipped) or - for standard input. Objects given together stand in for the cluster (Nodes,
 other kube-apiserver manifests).
 
 Exit codes: 0 no deny finding, 1 at least one deny finding (--strict: or warn),
-2 usage or input error.
+2 usage or input error (the verdicts on everything readable are still printed).
 
 Flags:
 `)
@@ -64,6 +65,8 @@ Flags:
 	fs.StringVar(&patchDir, "emit-kubeadm-patches", "",
 		"Write DIR/kube-apiserver0+strategic.yaml, a kubeadm patch pointing the kube-apiserver's IP-pinned probes at --node-fqdn.")
 	fs.StringVar(&nodeFQDN, "node-fqdn", "", "The node's DNS name, for --emit-kubeadm-patches.")
+	fs.BoolVar(&staticPods, "static-pods", false,
+		"Read every pod as a static pod, as its mirror pod is admitted: never changed, never refused (denials reported as warn). Pods in a directory named manifests are read so anyway.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return checkPass
@@ -100,9 +103,12 @@ Flags:
 	if err != nil {
 		return errorf("--config: %v", err)
 	}
-	in, err := check.Read(files, stdin)
-	if err != nil {
-		return errorf("%v", err)
+	// A document that cannot be read fails the check (exit 2), but the
+	// verdicts on everything else are still given: one bad file must not
+	// hide a deny.
+	in, readErr := check.ReadWith(files, stdin, check.Options{StaticPods: staticPods})
+	for _, w := range in.Warnings {
+		fmt.Fprintf(stderr, "endpoint-policy check: warning: %s\n", w)
 	}
 	report := check.Check(in, engine)
 	if output == "json" {
@@ -112,6 +118,9 @@ Flags:
 	}
 	if err != nil {
 		return errorf("writing the report: %v", err)
+	}
+	if readErr != nil {
+		return errorf("%v", readErr)
 	}
 	if patchDir != "" {
 		path, err := check.EmitKubeadmPatches(in, patchDir, nodeFQDN)

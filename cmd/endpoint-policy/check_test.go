@@ -16,6 +16,7 @@ func TestCheckCommand(t *testing.T) {
 	if err := os.WriteFile(auditConfig, []byte("apiVersion: endpoint-policy.io/v1alpha1\nkind: PolicyConfiguration\nmode: Audit\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	emptyDir := t.TempDir()
 	tests := []struct {
 		name       string
 		args       []string
@@ -41,6 +42,12 @@ func TestCheckCommand(t *testing.T) {
 			wantCode: 0, wantStdout: []string{"Pod p", "-#0"}},
 		{name: "YAML that does not parse", args: []string{"-f", checkdata + "invalid/broken.yaml"}, wantCode: 2,
 			wantStderr: []string{"broken.yaml#1: not valid YAML"}},
+		{name: "a file that does not parse beside a deny: the deny still printed, exit 2", args: []string{"-f", checkdata + "invalid/broken.yaml", "-f", checkdata + "kubeadm-config.yaml"},
+			wantCode: 2, wantStdout: []string{"deny", "apiserver-advertise-address"}, wantStderr: []string{"broken.yaml#1: not valid YAML"}},
+		{name: "a path with no object warns", args: []string{"-f", emptyDir, "-f", checkdata + "clean"}, wantCode: 0,
+			wantStderr: []string{"warning: " + emptyDir + ": no Kubernetes object found"}},
+		{name: "--static-pods", args: []string{"--static-pods", "-f", checkdata + "list.json"}, wantCode: 0,
+			wantStdout: []string{"0 mutate"}},
 		{name: "unreadable file", args: []string{"-f", checkdata + "missing.yaml"}, wantCode: 2, wantStderr: []string{"missing.yaml"}},
 		{name: "no -f", args: nil, wantCode: 2, wantStderr: []string{"-f: Required value"}},
 		{name: "bad -o", args: []string{"-o", "yaml", "-f", checkdata + "clean"}, wantCode: 2, wantStderr: []string{`-o "yaml": must be table or json`}},

@@ -30,9 +30,12 @@ type Finding struct {
 type Summary struct {
 	Objects int `json:"objects"`
 	Skipped int `json:"skipped"`
-	Deny    int `json:"deny"`
-	Warn    int `json:"warn"`
-	Mutate  int `json:"mutate"`
+	// SkippedPatches counts kubeadm patch files under a patches directory
+	// (not objects).
+	SkippedPatches int `json:"skippedPatches,omitempty"`
+	Deny           int `json:"deny"`
+	Warn           int `json:"warn"`
+	Mutate         int `json:"mutate"`
 	// Unverified counts changes admission makes only where the node agents
 	// verified the endpoint, which check cannot know (host: auto).
 	Unverified int `json:"unverified,omitempty"`
@@ -47,7 +50,7 @@ type Report struct {
 // Check evaluates every policy of engine on the objects of in.
 func Check(in *Input, engine *policy.Engine) Report {
 	cluster := newFileCluster(in.Objects)
-	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped}}
+	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped, SkippedPatches: in.SkippedPatches}}
 	for _, o := range in.Objects {
 		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
 		for _, res := range policy.Verdicts(o.Object, engine.Evaluate(t)) {

@@ -78,16 +78,40 @@ func TestCheckInputShapes(t *testing.T) {
 		// Init, Cluster, Join, Cluster; the KubeletConfiguration is skipped.
 		sum: check.Summary{Objects: 4, Skipped: 1, Deny: 3},
 	}, {
+		// Read as their mirror pods: host-network-endpoint never changes a
+		// mirror pod, so no mutate line per static pod.
 		name:  "a static pod manifest directory (other files ignored)",
 		paths: []string{td + "/manifests"},
 		want: []verdict{
-			{"host-network-endpoint", "mutate", "Pod", "kube-system", "etcd", td + "/manifests/etcd.yaml#0"},
-			{"host-network-endpoint", "mutate", "Pod", "kube-system", "kube-apiserver", td + "/manifests/kube-apiserver.yaml#0"},
 			{"apiserver-probe-host", "warn", "Pod", "kube-system", "kube-apiserver", td + "/manifests/kube-apiserver.yaml#0"},
 			{"apiserver-probe-host", "warn", "Pod", "kube-system", "kube-apiserver", td + "/manifests/kube-apiserver.yaml#0"},
 			{"apiserver-probe-host", "warn", "Pod", "kube-system", "kube-apiserver", td + "/manifests/kube-apiserver.yaml#0"},
 		},
-		sum: check.Summary{Objects: 2, Warn: 3, Mutate: 2},
+		sum: check.Summary{Objects: 2, Warn: 3},
+	}, {
+		name:  "kube-up's *.manifest static pods",
+		paths: []string{td + "/kube-up/manifests"},
+		want:  []verdict{},
+		sum:   check.Summary{Objects: 1},
+	}, {
+		name:  "kubeadm v1beta2, still on older clusters' disks",
+		paths: []string{td + "/kubeadm-old"},
+		want:  []verdict{{"apiserver-advertise-address", "deny", "ClusterConfiguration", "", "", td + "/kubeadm-old/kubeadm-v1beta2.yaml#1"}},
+		sum:   check.Summary{Objects: 2, Deny: 1},
+	}, {
+		name:  "kubeadm patch files skipped, counted",
+		paths: []string{td + "/kubeadm-patches"},
+		want: []verdict{
+			{"apiserver-advertise-address", "deny", "ClusterConfiguration", "", "", td + "/kubeadm-patches/kubeadm-v1beta4.yaml#1"},
+			{"apiserver-advertise-address", "deny", "ClusterConfiguration", "", "", td + "/kubeadm-patches/kubeadm-v1beta4.yaml#1"},
+		},
+		sum: check.Summary{Objects: 2, SkippedPatches: 1, Deny: 2},
+	}, {
+		name:  "a comment before the first ---: the only document is #0",
+		paths: []string{check.Stdin},
+		stdin: "# Source: chart/templates/pod.yaml\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}\n",
+		want:  []verdict{{"host-network-endpoint", "mutate", "Pod", "default", "p", "-#0"}},
+		sum:   check.Summary{Objects: 1, Mutate: 1},
 	}, {
 		name:  "two kube-apiservers on different nodes sharing an advertise address",
 		paths: []string{td + "/shared-address.yaml"},
@@ -137,6 +161,9 @@ func TestReadErrorsNameFileAndDocument(t *testing.T) {
 		{"a field of the wrong type", "testdata/invalid/wrong-type.json", []string{"testdata/invalid/wrong-type.json#0: cannot decode object as a v1 Pod"}},
 		{"every error of a directory", "testdata/invalid", []string{"broken.yaml#1", "no-kind.yaml#0", "wrong-type.json#0"}},
 		{"a missing file", "testdata/missing.yaml", []string{"testdata/missing.yaml: no such file"}},
+		{"a YAML error names the file's line (the document's line 3)", "testdata/invalid/broken.yaml", []string{"broken.yaml#1: not valid YAML or JSON: yaml: line 7:"}},
+		{"an apiVersion Kubernetes no longer serves", "testdata/removed/kube-flannel-ds.yaml",
+			[]string{`testdata/removed/kube-flannel-ds.yaml#0: apiVersion: Unsupported value: "extensions/v1beta1"`, "convert it to apps/v1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -267,4 +294,86 @@ func TestCheckHostAuto(t *testing.T) {
 	if !strings.Contains(out.String(), fmt.Sprintf(", %d unverified\n", len(got))) {
 		t.Errorf("table summary does not count the unverified findings:\n%s", out.String())
 	}
+}
+
+// What check reads, and what it must never report clean: issue 19's paths.
+func TestReadNeverFalseClean(t *testing.T) {
+	const kubeVIP = "testdata/multi-doc.yaml" // a kube-vip DaemonSet of an affected release: deny
+	engine := defaultEngine(t)
+
+	t.Run("a directory given through a symbolic link", func(t *testing.T) {
+		// /etc/kubernetes/manifests is often a link into a configuration
+		// management tree.
+		dir := t.TempDir()
+		real := filepath.Join(dir, "real")
+		if err := os.Mkdir(real, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(kubeVIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(real, "kube-vip.yaml"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(dir, "link")
+		if err := os.Symlink(real, link); err != nil {
+			t.Fatal(err)
+		}
+		in, err := check.Read([]string{link}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := check.Check(in, engine)
+		if r.Summary.Deny != 1 || r.Findings[len(r.Findings)-1].Source != filepath.Join(link, "kube-vip.yaml")+"#3" {
+			t.Errorf("through the link: %+v, want the deny named under the path given", r)
+		}
+	})
+
+	t.Run("a path with no object is a warning that names it", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "kube-apiserver.conf"), []byte("not a manifest"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		in, err := check.Read([]string{dir, kubeVIP}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(in.Warnings) != 1 || !strings.HasPrefix(in.Warnings[0], dir+": no Kubernetes object found") {
+			t.Errorf("warnings = %q, want one naming %s", in.Warnings, dir)
+		}
+	})
+
+	t.Run("one unreadable file does not hide the others' verdicts", func(t *testing.T) {
+		// A Helm chart's values.yaml in a GitOps tree does not parse as a
+		// manifest; the kube-vip DaemonSet beside it must still be denied.
+		in, err := check.Read([]string{"testdata/invalid/broken.yaml", kubeVIP}, nil)
+		if err == nil || !strings.Contains(err.Error(), "broken.yaml#1") {
+			t.Fatalf("error = %v, want the broken document named", err)
+		}
+		if r := check.Check(in, engine); r.Summary.Deny != 1 {
+			t.Errorf("summary = %+v, want the deny of %s", r.Summary, kubeVIP)
+		}
+	})
+
+	t.Run("--static-pods reads pods as their mirror pods", func(t *testing.T) {
+		pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: etcd, namespace: kube-system}\nspec: {hostNetwork: true, containers: [{name: etcd, image: i}]}\n"
+		for _, static := range []bool{false, true} {
+			in, err := check.ReadWith([]string{check.Stdin}, strings.NewReader(pod), check.Options{StaticPods: static})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := check.Check(in, engine).Summary.Mutate, map[bool]int{false: 1, true: 0}[static]; got != want {
+				t.Errorf("static pods %v: %d mutate, want %d", static, got, want)
+			}
+		}
+	})
+
+	t.Run("a top-level JSON array says what it is", func(t *testing.T) {
+		_, err := check.Read([]string{check.Stdin}, strings.NewReader(`[{"apiVersion": "v1", "kind": "Pod"}]`))
+		if err == nil || !strings.Contains(err.Error(), "-#0: a JSON array (or YAML sequence), not a Kubernetes object") ||
+			strings.Contains(err.Error(), "Go value") {
+			t.Errorf("error = %v", err)
+		}
+	})
 }

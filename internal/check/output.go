@@ -35,12 +35,15 @@ func (r Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(w)
 	}
 	s := r.Summary
-	unverified := ""
+	unverified, patches := "", ""
 	if s.Unverified > 0 {
 		unverified = fmt.Sprintf(", %d unverified", s.Unverified)
 	}
-	_, err := fmt.Fprintf(w, "%d objects checked, %d skipped (kinds no policy reads): %d deny, %d warn, %d mutate%s\n",
-		s.Objects, s.Skipped, s.Deny, s.Warn, s.Mutate, unverified)
+	if s.SkippedPatches > 0 {
+		patches = fmt.Sprintf(", %d kubeadm patch files skipped", s.SkippedPatches)
+	}
+	_, err := fmt.Fprintf(w, "%d objects checked, %d skipped (kinds no policy reads)%s: %d deny, %d warn, %d mutate%s\n",
+		s.Objects, s.Skipped, patches, s.Deny, s.Warn, s.Mutate, unverified)
 	return err
 }
 

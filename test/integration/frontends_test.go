@@ -52,7 +52,7 @@ var _ = Describe("the three front-ends", func() {
 		for _, f := range check.Check(in, engine).Findings {
 			cli[verdict{f.Kind, f.Namespace, f.Name, f.Policy, f.Action}] = true
 		}
-		Expect(cli).To(HaveLen(12))
+		Expect(cli).To(HaveLen(10))
 		Expect(cli).To(SatisfyAll(
 			HaveKey(HaveField("Action", policy.ActionMutate)), HaveKey(HaveField("Action", policy.ActionDeny)), HaveKey(HaveField("Action", policy.ActionWarn))),
 			"the fixtures cover mutate, deny and warn")
@@ -61,6 +61,12 @@ var _ = Describe("the three front-ends", func() {
 		fixture := map[[3]string]bool{}
 		for _, o := range in.Objects {
 			obj := o.Object.DeepCopyObject().(client.Object)
+			if p, ok := obj.(*corev1.Pod); ok && policy.IsMirrorPod(p) && p.Spec.NodeName == "" {
+				// A static pod read from a manifests directory, as check reads
+				// it: its mirror pod, which the API server takes only bound to
+				// the kubelet's node.
+				p.Spec.NodeName = "cp-static"
+			}
 			objects = append(objects, obj)
 			fixture[[3]string{obj.GetObjectKind().GroupVersionKind().Kind, obj.GetNamespace(), obj.GetName()}] = true
 		}
