@@ -23,8 +23,9 @@ var Descriptor = policy.Descriptor{
 	ID:          ID,
 	Effect:      policy.Validating,
 	DefaultMode: policy.Enforce,
-	Summary: "kube-vip v0.8.0–v0.8.9 with `cp_enable` and `lb_enable` (IPVS backends never re-added, kube-vip #875), " +
-		"from an advisory table",
+	Summary: "kube-vip releases with known outage bugs, from an advisory table: v0.8.0–v0.8.9 with `cp_enable` and " +
+		"`lb_enable` (IPVS backends never re-added, kube-vip #875); v1.0.1–v1.0.3 with `svc_enable` (services VIP lost, " +
+		"kube-vip #1377); any kube-vip image, `kube-vip-iptables` and Rancher's mirrors included",
 	Package: "internal/policy/kubevip",
 	New:     func(policy.Settings) (policy.Rule, error) { return New(Advisories) },
 }
@@ -32,8 +33,9 @@ var Descriptor = policy.Descriptor{
 // Advisory is one known kube-vip bug: the releases it affects and the
 // configuration that triggers it.
 type Advisory struct {
-	// Reference names the upstream report, e.g. "kube-vip #875".
-	Reference string
+	// Reference names the upstream report, e.g. "kube-vip #875"; Link is
+	// its address.
+	Reference, Link string
 	// Introduced is the first affected release, Fixed the first release
 	// with the fix; releases in [Introduced, Fixed) are affected.
 	Introduced, Fixed string
@@ -47,12 +49,22 @@ type Advisory struct {
 // Advisories is the advisory table. The next advisory is a row here.
 var Advisories = []Advisory{{
 	Reference:  "kube-vip #875",
+	Link:       "https://github.com/kube-vip/kube-vip/issues/875",
 	Introduced: "0.8.0",
 	Fixed:      "0.8.10", // and 0.9.0 (PR #1091)
 	Env:        []string{"cp_enable", "lb_enable"},
 	Problem: "its IPVS control-plane load balancer never re-adds a backend that was removed after a failed health check, " +
 		"so an API server that recovers gets no traffic until kube-vip is restarted",
 	Fix: "upgrade to v0.8.10, v0.9.0 or later, or set lb_enable=false",
+}, {
+	Reference:  "kube-vip #1377",
+	Link:       "https://github.com/kube-vip/kube-vip/issues/1377",
+	Introduced: "1.0.1",
+	Fixed:      "1.0.4",
+	Env:        []string{"svc_enable"},
+	Problem: "its leader election for LoadBalancer services can stall after kube-vip restarts (a rollout, a chart upgrade), " +
+		"and then no node holds the service VIP: the service is unreachable",
+	Fix: "upgrade to v1.0.4 or later, or stay on v1.0.0",
 }}
 
 // Rule is the kube-vip-ipvs-backends rule.
@@ -121,19 +133,28 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 			}
 			findings = append(findings, policy.Finding{
 				Field: specPath.Child("containers").Index(i).Child("image"),
-				Message: fmt.Sprintf("kube-vip %s with %s has a known bug (%s): %s. Fix: %s",
-					tag, conditions(a.Env), a.Reference, a.Problem, a.Fix),
+				Message: fmt.Sprintf("kube-vip %s with %s has a known bug (%s, %s): %s. Fix: %s",
+					tag, conditions(a.Env), a.Reference, a.Link, a.Problem, a.Fix),
 			})
 		}
 	}
 	return findings, applies
 }
 
+// kubeVIPImages are the last path elements of kube-vip's images: the
+// project publishes kube-vip and kube-vip-iptables from one source
+// (ghcr.io/kube-vip/..., plndr/...; kubespray v2.28+ uses kube-vip-iptables
+// with kube_vip_lb_fwdmethod: masquerade), and Rancher mirrors both as
+// rancher/mirrored-kube-vip-kube-vip[-iptables].
+var kubeVIPImages = map[string]bool{
+	"kube-vip": true, "kube-vip-iptables": true,
+	"mirrored-kube-vip-kube-vip": true, "mirrored-kube-vip-kube-vip-iptables": true,
+}
+
 // IsKubeVIPRepository reports whether an image repository (registry and
-// path, without tag or digest) is kube-vip's, from any registry or mirror:
-// its last path element is "kube-vip".
+// path, without tag or digest) is kube-vip's, from any registry or mirror.
 func IsKubeVIPRepository(repo string) bool {
-	return repo == "kube-vip" || strings.HasSuffix(repo, "/kube-vip")
+	return kubeVIPImages[repo[strings.LastIndexByte(repo, '/')+1:]]
 }
 
 // splitImage splits an image reference into its repository and tag, dropping

@@ -132,3 +132,65 @@ func TestAnotherAdvisoryIsATableRow(t *testing.T) {
 		t.Errorf("findings = %v, want the new advisory", findings)
 	}
 }
+
+// kubespray's kube-vip static pod (kubespray v2.28-v2.29,
+// roles/kubernetes/node/templates/manifests/kube-vip.manifest.j2) rendered
+// with kube_vip_lb_fwdmethod: masquerade, kube-vip #875's IPVS
+// configuration: kube_vip_image_repo is then
+// ghcr.io/kube-vip/kube-vip-iptables.
+func kubesprayKubeVIP(image string) *corev1.Pod {
+	p := staticPod(image, env("vip_arp", "true", "port", "6443", "vip_interface", "eth0", "vip_cidr", "32",
+		"dns_mode", "first", "cp_enable", "true", "cp_namespace", "kube-system", "vip_ddns", "false", "svc_enable", "false",
+		"vip_leaderelection", "true", "vip_leaseduration", "5", "vip_renewdeadline", "3", "vip_retryperiod", "1",
+		"lb_enable", "true", "lb_port", "6443", "lb_fwdmethod", "masquerade", "address", "10.0.0.100"))
+	p.Name = "kube-vip"
+	return p
+}
+
+func TestRuleImagesAndAdvisories(t *testing.T) {
+	rule, err := kubevip.New(kubevip.Advisories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kube-vip's Helm chart (kube-vip/helm-charts charts/kube-vip) with
+	// services load balancing on.
+	services := env("vip_arp", "true", "cp_enable", "false", "svc_enable", "true", "svc_election", "true", "vip_leaderelection", "true")
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		want []string // the advisory each finding names, in order
+	}{
+		{"kubespray masquerade: kube-vip-iptables v0.8.9", kubesprayKubeVIP("ghcr.io/kube-vip/kube-vip-iptables:v0.8.9"), []string{"kube-vip #875"}},
+		{"kube-vip-iptables from Docker Hub", kubesprayKubeVIP("plndr/kube-vip-iptables:v0.8.2"), []string{"kube-vip #875"}},
+		{"Rancher's mirror of kube-vip", kubesprayKubeVIP("rancher/mirrored-kube-vip-kube-vip:v0.8.7"), []string{"kube-vip #875"}},
+		{"Rancher's mirror of kube-vip-iptables", kubesprayKubeVIP("rancher/mirrored-kube-vip-kube-vip-iptables:v0.8.7"), []string{"kube-vip #875"}},
+		{"kube-vip-iptables v0.8.10: fixed", kubesprayKubeVIP("ghcr.io/kube-vip/kube-vip-iptables:v0.8.10"), nil},
+		{"services VIP, v1.0.1: first affected", staticPod("ghcr.io/kube-vip/kube-vip:v1.0.1", services), []string{"kube-vip #1377"}},
+		{"services VIP, v1.0.3: last affected", staticPod("ghcr.io/kube-vip/kube-vip:v1.0.3", services), []string{"kube-vip #1377"}},
+		{"services VIP, v1.0.0: before", staticPod("ghcr.io/kube-vip/kube-vip:v1.0.0", services), nil},
+		{"services VIP, v1.0.4: fixed", staticPod("ghcr.io/kube-vip/kube-vip:v1.0.4", services), nil},
+		{"control plane only on v1.0.2", staticPod("ghcr.io/kube-vip/kube-vip:v1.0.2", controlPlaneLB), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			findings, applies := rule.Evaluate(policy.Target{Object: tt.pod})
+			if !applies {
+				t.Fatal("the rule does not apply to a kube-vip image")
+			}
+			var got []string
+			for _, f := range findings {
+				for _, a := range kubevip.Advisories {
+					if strings.Contains(f.Message, "("+a.Reference+", "+a.Link+")") {
+						got = append(got, a.Reference)
+					}
+				}
+				if !strings.Contains(f.Message, "Fix: ") {
+					t.Errorf("message %q has no fix", f.Message)
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("advisories %v, want %v (findings %v)", got, tt.want, findings)
+			}
+		})
+	}
+}
