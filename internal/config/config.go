@@ -21,6 +21,7 @@
 //	    podSelectors:
 //	      - matchLabels: {k8s-app: kube-proxy}
 //	      - matchLabels: {component: kube-proxy}
+//	      - matchLabels: {app: kubernetes, role: proxy}
 //	  kube-proxy-readiness-probe:
 //	    mode: Audit
 //	audit:

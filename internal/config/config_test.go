@@ -46,6 +46,7 @@ policies:
     podSelectors:
       - matchLabels: {k8s-app: kube-proxy}
       - matchLabels: {component: kube-proxy}
+      - matchLabels: {app: kubernetes, role: proxy}
   kube-proxy-readiness-probe:
     mode: Audit
 audit:

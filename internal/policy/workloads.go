@@ -35,6 +35,28 @@ func PodSpecOf(obj client.Object) (spec *corev1.PodSpec, path *field.Path, ok bo
 	return nil, nil, false
 }
 
+// PodLabelsOf returns the labels of the pods obj runs: a Pod's, or its pod
+// template's (the kinds of PodSpecOf).
+func PodLabelsOf(obj client.Object) map[string]string {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return o.Labels
+	case *appsv1.Deployment:
+		return o.Spec.Template.Labels
+	case *appsv1.StatefulSet:
+		return o.Spec.Template.Labels
+	case *appsv1.DaemonSet:
+		return o.Spec.Template.Labels
+	case *appsv1.ReplicaSet:
+		return o.Spec.Template.Labels
+	case *batchv1.Job:
+		return o.Spec.Template.Labels
+	case *batchv1.CronJob:
+		return o.Spec.JobTemplate.Spec.Template.Labels
+	}
+	return nil
+}
+
 // RunsBinary reports whether container c runs the component binary: it is
 // named after it (as kubeadm names its containers), or its command (or,
 // without a command, its args) starts with that binary, under any directory.

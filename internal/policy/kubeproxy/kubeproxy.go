@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
@@ -50,6 +51,54 @@ const (
 // its command (or, without a command, its args) starts with a kube-proxy
 // binary.
 func IsKubeProxy(c *corev1.Container) bool { return policy.RunsBinary(c, ContainerName) }
+
+// IsKubeProxyPod is the one definition of a kube-proxy pod (or pod
+// template) that both kube-proxy policies use: its labels match one of
+// selectors (kube-proxy-node-deleting's podSelectors, DefaultPodSelectors by
+// default: kubeadm's, static pods', Gardener's), or one of its containers
+// runs kube-proxy. spec may be nil (a cached pod without containers).
+func IsKubeProxyPod(podLabels map[string]string, spec *corev1.PodSpec, selectors []labels.Selector) bool {
+	return selected(podLabels, selectors) || len(kubeProxyContainers(podLabels, spec, selectors)) > 0
+}
+
+// kubeProxyContainers returns the indexes of the containers of a kube-proxy
+// pod that run kube-proxy: those IsKubeProxy recognises, or the only
+// container of a pod whose labels say it is kube-proxy.
+func kubeProxyContainers(podLabels map[string]string, spec *corev1.PodSpec, selectors []labels.Selector) []int {
+	if spec == nil {
+		return nil
+	}
+	var out []int
+	for i := range spec.Containers {
+		if IsKubeProxy(&spec.Containers[i]) {
+			out = append(out, i)
+		}
+	}
+	if len(out) == 0 && len(spec.Containers) == 1 && selected(podLabels, selectors) {
+		out = append(out, 0)
+	}
+	return out
+}
+
+func selected(podLabels map[string]string, selectors []labels.Selector) bool {
+	set := labels.Set(podLabels)
+	for _, s := range selectors {
+		if s.Matches(set) {
+			return true
+		}
+	}
+	return false
+}
+
+// defaultSelectors are DefaultPodSelectors parsed: what
+// kube-proxy-readiness-probe, which has no settings, recognises.
+var defaultSelectors = func() []labels.Selector {
+	out, err := DefaultSettings().Selectors()
+	if err != nil {
+		panic(err) // constant input
+	}
+	return out
+}()
 
 // Deletion is why and since when a node is being deleted.
 type Deletion struct {

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -113,7 +114,11 @@ func TestNodeDeleting(t *testing.T) {
 			wantRemove: []string{kubeproxy.NodeDeletingAnnotation}},
 		{name: "healthy node", obj: kubeProxyPod("ok", nil, nil), wantApplies: true},
 		{name: "soft taint does not count", obj: kubeProxyPod("soft", nil, nil), wantApplies: true},
-		{name: "not a kube-proxy pod", obj: kubeProxyPod("tainted", map[string]string{"app": "cilium"}, nil)},
+		{name: "not a kube-proxy pod", obj: func() *corev1.Pod {
+			p := kubeProxyPod("tainted", map[string]string{"app": "cilium"}, nil)
+			p.Spec.Containers[0].Name = "cilium-agent"
+			return p
+		}()},
 		{name: "not yet bound", obj: kubeProxyPod("", nil, nil)},
 		{name: "unknown node: no verdict", obj: kubeProxyPod("gone", nil, nil)},
 		{name: "no cluster view: no verdict", obj: kubeProxyPod("tainted", nil, nil), cluster: policy.Cluster(nil)},
@@ -260,5 +265,68 @@ func TestReadinessProbe(t *testing.T) {
 				t.Error("a validating rule's finding mutates")
 			}
 		})
+	}
+}
+
+// gardenerKubeProxy is a kube-proxy pod of Gardener's DaemonSet for one
+// worker pool (gardener/gardener pkg/component/networking/kubeproxy), before
+// Gardener moved its readiness probe to /livez: labels app=kubernetes,
+// role=proxy.
+func gardenerKubeProxy(node string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy-worker-1-v1.31.1-abcde", Namespace: "kube-system",
+			Labels: map[string]string{"app": "kubernetes", "role": "proxy", "pool": "worker-1", "version": "1.31.1"}},
+		Spec: corev1.PodSpec{NodeName: node, HostNetwork: true, Containers: []corev1.Container{{
+			Name: "kube-proxy", Image: "registry.k8s.io/kube-proxy:v1.31.1",
+			Command: []string{"/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy-config/config.yaml", "--v=2"},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/healthz", Port: intstr.FromInt32(10256)}}},
+		}}},
+	}
+}
+
+// One definition of a kube-proxy pod for both policies.
+func TestIsKubeProxyPod(t *testing.T) {
+	selectors, err := kubeproxy.DefaultSettings().Selectors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gardener := gardenerKubeProxy("n")
+	renamed := gardenerKubeProxy("n")
+	renamed.Spec.Containers[0].Name, renamed.Spec.Containers[0].Command = "proxy", []string{"/hyperkube", "kube-proxy"}
+	cilium := kubeProxyPod("n", map[string]string{"k8s-app": "cilium"}, nil)
+	cilium.Spec.Containers[0].Name = "cilium-agent"
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		spec   *corev1.PodSpec
+		want   bool
+	}{
+		{"kubeadm's DaemonSet", map[string]string{"k8s-app": "kube-proxy"}, nil, true},
+		{"a static pod", map[string]string{"component": "kube-proxy"}, nil, true},
+		{"Gardener's, as the controller's cache holds it (no containers)", gardener.Labels, nil, true},
+		{"Gardener's pod", gardener.Labels, &gardener.Spec, true},
+		{"labels of its own, a kube-proxy container", map[string]string{"app": "proxy"}, &gardener.Spec, true},
+		{"a Cilium agent", cilium.Labels, &cilium.Spec, false},
+		{"Gardener's labels without role=proxy", map[string]string{"app": "kubernetes", "role": "apiserver"}, &cilium.Spec, false},
+	} {
+		if got := kubeproxy.IsKubeProxyPod(tc.labels, tc.spec, selectors); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// Both policies recognise Gardener's pods.
+	nodeDeleting, err := kubeproxy.NewNodeDeletingRule(kubeproxy.DefaultSettings(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !nodeDeleting.Selects(gardener.Labels) {
+		t.Error("kube-proxy-node-deleting's default selectors miss Gardener's kube-proxy")
+	}
+	for _, p := range []*corev1.Pod{gardener, renamed} {
+		findings, applies := kubeproxy.ReadinessProbeRule{}.Evaluate(policy.Target{Object: p})
+		if !applies || len(findings) != 1 || findings[0].Field.String() != "spec.containers[0].readinessProbe.httpGet.path" {
+			t.Errorf("readiness probe on %s (container %q): applies %v, %v", p.Name, p.Spec.Containers[0].Name, applies, findings)
+		}
 	}
 }

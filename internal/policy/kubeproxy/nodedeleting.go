@@ -56,13 +56,16 @@ func (s Settings) RestartRequired(running policy.Settings, fldPath *field.Path) 
 		"the kube-proxy pod cache is built from it at start, so a change takes a restart")}
 }
 
-// DefaultPodSelectors select kubeadm's DaemonSet pods (k8s-app=kube-proxy)
-// and the static pods of distributions that run kube-proxy from a manifest
-// (component=kube-proxy).
+// DefaultPodSelectors select kubeadm's DaemonSet pods (k8s-app=kube-proxy),
+// the static pods of distributions that run kube-proxy from a manifest
+// (component=kube-proxy), and Gardener's kube-proxy DaemonSets
+// (app=kubernetes, role=proxy: gardener/gardener
+// pkg/component/networking/kubeproxy).
 func DefaultPodSelectors() []metav1.LabelSelector {
 	return []metav1.LabelSelector{
 		{MatchLabels: map[string]string{"k8s-app": "kube-proxy"}},
 		{MatchLabels: map[string]string{"component": "kube-proxy"}},
+		{MatchLabels: map[string]string{"app": "kubernetes", "role": "proxy"}},
 	}
 }
 
@@ -134,15 +137,10 @@ func (r *NodeDeletingRule) ID() policy.ID { return NodeDeletingID }
 // Effect implements policy.Rule: the rule mutates (annotations only).
 func (r *NodeDeletingRule) Effect() policy.Effect { return policy.Mutating }
 
-// Selects reports whether a pod with these labels is a kube-proxy pod.
+// Selects reports whether a pod with these labels is a kube-proxy pod by
+// its labels (the kube-proxy controller caches those).
 func (r *NodeDeletingRule) Selects(podLabels map[string]string) bool {
-	set := labels.Set(podLabels)
-	for _, s := range r.selectors {
-		if s.Matches(set) {
-			return true
-		}
-	}
-	return false
+	return selected(podLabels, r.selectors)
 }
 
 // Evaluate implements policy.Rule. It applies to selected kube-proxy pods
@@ -152,7 +150,8 @@ func (r *NodeDeletingRule) Selects(podLabels map[string]string) bool {
 // says so and the node no longer is).
 func (r *NodeDeletingRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	pod, ok := t.Object.(*corev1.Pod)
-	if !ok || pod.Spec.NodeName == "" || t.Cluster == nil || !r.Selects(pod.Labels) || policy.Excluded(pod, t.NamespaceLabels) {
+	if !ok || pod.Spec.NodeName == "" || t.Cluster == nil || !IsKubeProxyPod(pod.Labels, &pod.Spec, r.selectors) ||
+		policy.Excluded(pod, t.NamespaceLabels) {
 		return nil, false
 	}
 	node, ok := t.Cluster.Node(pod.Spec.NodeName)

@@ -48,11 +48,8 @@ func (ReadinessProbeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	}
 	var findings []policy.Finding
 	applies := false
-	for i := range spec.Containers {
+	for _, i := range kubeProxyContainers(policy.PodLabelsOf(t.Object), spec, defaultSelectors) {
 		c := &spec.Containers[i]
-		if !IsKubeProxy(c) {
-			continue
-		}
 		applies = true
 		if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || !isHealthz(c.ReadinessProbe.HTTPGet.Path) {
 			continue
