@@ -123,6 +123,16 @@ func TestCheckInputShapes(t *testing.T) {
 		},
 		sum: check.Summary{Objects: 2, Deny: 2, Mutate: 2},
 	}, {
+		name:  "kubespray #11423 with the Nodes: the node that owns the address is not blamed",
+		paths: []string{td + "/shared-address-nodes.yaml"},
+		want: []verdict{
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-2", td + "/shared-address-nodes.yaml#0"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-2", td + "/shared-address-nodes.yaml#0"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-3", td + "/shared-address-nodes.yaml#0"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-3", td + "/shared-address-nodes.yaml#0"},
+		},
+		sum: check.Summary{Objects: 6, Deny: 4},
+	}, {
 		name:  "standard input",
 		paths: []string{check.Stdin},
 		stdin: "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}\n",

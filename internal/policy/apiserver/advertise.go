@@ -1,8 +1,10 @@
 package apiserver
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -165,9 +167,14 @@ func checkPod(pod *corev1.Pod, cluster policy.Cluster) (findings []policy.Findin
 		if !ok {
 			continue // "$(HOST_IP)" and the like: resolved on the node, not here
 		}
+		// The node that owns the address (in its status.addresses) is the
+		// right one to advertise it: when others share it, they are
+		// reported, not this one.
+		owns := false
 		if node, ok := cluster.Node(pod.Spec.NodeName); ok && len(node.Status.Addresses) > 0 {
 			applies = true
-			if !nodeHasAddress(node, addr) {
+			owns = nodeHasAddress(node, addr)
+			if !owns {
 				findings = append(findings, policy.Finding{Field: at,
 					Message: fmt.Sprintf("--advertise-address %s is not an address of node %s (%s): other API servers and "+
 						"clients are sent to an address this API server is not on. Advertise the node's own address "+
@@ -177,13 +184,13 @@ func checkPod(pod *corev1.Pod, cluster policy.Cluster) (findings []policy.Findin
 		}
 		if others, ok := cluster.APIServerPods(); ok {
 			applies = true
-			if other := sameAddressOnAnotherNode(pod, addr, others); other != nil {
+			if peers := sameAddressOnOtherNodes(pod, addr, others); len(peers) > 0 && !owns {
 				findings = append(findings, policy.Finding{Field: at,
-					Message: fmt.Sprintf("--advertise-address %s is already used by kube-apiserver pod %s/%s on node %s: "+
+					Message: fmt.Sprintf("--advertise-address %s is already used by %s: "+
 						"control-plane nodes that share an advertise address send clients to one node only. This is what "+
 						"advertise-address in the kubeadm ClusterConfiguration's apiServer.extraArgs does (kubespray #11423); "+
 						"set localAPIEndpoint.advertiseAddress per node instead",
-						addr, other.Namespace, other.Name, other.Spec.NodeName)})
+						addr, describePods(peers))})
 			}
 		}
 	}
@@ -224,9 +231,11 @@ func nodeAddresses(node *corev1.Node) string {
 	return strings.Join(parts, ", ")
 }
 
-// sameAddressOnAnotherNode returns a running kube-apiserver pod, other than
-// pod and on another node, that advertises addr.
-func sameAddressOnAnotherNode(pod *corev1.Pod, addr netip.Addr, others []*corev1.Pod) *corev1.Pod {
+// sameAddressOnOtherNodes returns the running kube-apiserver pods, other
+// than pod and on other nodes, that advertise addr, by namespace and name:
+// a verdict must not depend on the order a cache lists them in.
+func sameAddressOnOtherNodes(pod *corev1.Pod, addr netip.Addr, others []*corev1.Pod) []*corev1.Pod {
+	var out []*corev1.Pod
 	for _, other := range others {
 		switch {
 		case other.Namespace == pod.Namespace && other.Name == pod.Name,
@@ -243,10 +252,27 @@ func sameAddressOnAnotherNode(pod *corev1.Pod, addr netip.Addr, others []*corev1
 			}
 			if v, _, ok := AdvertiseAddress(c, nil); ok {
 				if a, ok := parseIP(v); ok && a == addr {
-					return other
+					out = append(out, other)
+					break
 				}
 			}
 		}
 	}
-	return nil
+	slices.SortFunc(out, func(a, b *corev1.Pod) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// describePods names pods and their nodes: "kube-apiserver pod ns/a on node
+// x" or "kube-apiserver pods ns/a on node x, ns/b on node y".
+func describePods(pods []*corev1.Pod) string {
+	parts := make([]string, len(pods))
+	for i, p := range pods {
+		parts[i] = fmt.Sprintf("%s/%s on node %s", p.Namespace, p.Name, p.Spec.NodeName)
+	}
+	if len(pods) == 1 {
+		return "kube-apiserver pod " + parts[0]
+	}
+	return "kube-apiserver pods " + strings.Join(parts, ", ")
 }

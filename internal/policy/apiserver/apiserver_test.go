@@ -313,6 +313,17 @@ func TestAdvertiseAddressPods(t *testing.T) {
 			{"spec.containers[0].command[2]", []string{"not an address of node cp2"}},
 			{"spec.containers[0].command[2]", []string{"already used"}},
 		}},
+		// kubespray #11423: three control-plane nodes from one
+		// ClusterConfiguration, all advertising cp1's address. cp1 owns it:
+		// it is right, the others are reported, each naming every peer in
+		// one order whatever order the cache lists them in.
+		{"the node that owns a shared address is not blamed", cp1,
+			cluster{nodes: nodes, pods: []*corev1.Pod{mirrorOnCP2, cp1}, synced: true}, true, nil},
+		{"every peer named, sorted", mirrorOnCP2, cluster{nodes: nodes, synced: true, pods: []*corev1.Pod{
+			apiServerPod("kube-apiserver-cp3", "cp3", "--advertise-address=10.0.0.11"), cp1, mirrorOnCP2}}, true, []want{
+			{at, []string{"not an address of node cp2"}},
+			{at, []string{"already used by kube-apiserver pods kube-system/kube-apiserver-cp1 on node cp1, kube-system/kube-apiserver-cp3 on node cp3"}},
+		}},
 		{"same address on the same node (a restart) is fine", apiServerPod("kube-apiserver-cp1-new", "cp1", "--advertise-address=10.0.0.11"), known, true, nil},
 		{"the pod itself is not another pod", cp1, known, true, nil},
 		{"not its node's address, not shared", apiServerPod("kube-apiserver-cp2", "cp2", "--advertise-address=10.0.0.99"), known, true,
