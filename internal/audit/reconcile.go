@@ -79,12 +79,17 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 			passes++
 			continue
 		}
+		field := string(r.Policy)
+		if f := r.Findings[0].Field; f != nil {
+			field = f.String()
+		}
 		violations = append(violations, violation{
 			Policy:  r.Policy,
 			Mode:    r.Mode,
 			Action:  action,
 			Message: policy.Shorten(strings.Join(r.Messages(policy.Would, maxMessagesPerResult), "; "), policy.MaxNoteBytes),
 			Since:   now,
+			field:   field,
 		})
 	}
 	ref := objectRef{APIVersion: kind.GVK.GroupVersion().String(), Kind: kind.GVK.Kind, Namespace: obj.GetNamespace(),
@@ -98,7 +103,13 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 			continue
 		}
 		if !a.wasAnnounced(obj.GetUID(), v.Message) {
-			a.events.Eventf(obj, nil, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", v.Message)
+			// The Events API makes a second Event about the same object,
+			// reason and action a repeat of the first (a series, with the
+			// first's note) unless the related object differs: each
+			// violation's Event relates to the field it is about.
+			related := &corev1.ObjectReference{APIVersion: ref.APIVersion, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name,
+				UID: ref.UID, FieldPath: v.field}
+			a.events.Eventf(obj, related, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", v.Message)
 		}
 	}
 	return reconcile.Result{}, nil
@@ -133,6 +144,9 @@ type violation struct {
 	Message string
 	// Since is when the audit first saw this violation.
 	Since time.Time
+	// field is the first finding's field (the policy when it has none):
+	// the related object's fieldPath in the violation's Event.
+	field string
 }
 
 // same reports whether v and o are the same violation with the same verdict.

@@ -104,6 +104,11 @@ type Finding struct {
 	// unchanged, with Message as the warning. Such a finding has no Patch
 	// and its action is ActionUnverified.
 	Unverified bool
+	// Template, for mutating rules, marks a change to the pods a workload's
+	// template creates, not to the workload: reported (check, the audit, a
+	// warning at admission) with the action of the change, never applied.
+	// Such a finding has no Patch.
+	Template bool
 }
 
 // Mutates reports whether applying the finding changes the object.
@@ -143,7 +148,8 @@ func (e Effect) String() string {
 // globals, no clock but one given at construction; everything a rule needs is
 // given at construction (its settings) or in the Target (which may include a
 // read-only Cluster view). A rule is either mutating (every finding mutates,
-// see Finding.Mutates, or is Unverified) or validating (none does).
+// see Finding.Mutates, or is Unverified, or is about a Template) or
+// validating (none does).
 type Rule interface {
 	// ID is the policy's stable identifier.
 	ID() ID
@@ -284,7 +290,7 @@ func (r Result) Action(mayDeny bool) Action {
 		return ActionAllow
 	case r.Findings[0].Unverified:
 		return ActionUnverified
-	case r.Mode == Enforce && r.Findings[0].Mutates():
+	case r.Mode == Enforce && (r.Findings[0].Mutates() || r.Findings[0].Template):
 		return ActionMutate
 	case r.Mode == Enforce && mayDeny && !r.Findings[0].Mutates():
 		return ActionDeny

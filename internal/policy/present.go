@@ -70,7 +70,10 @@ func (r Result) Messages(verb string, max int) []string {
 // Text renders f without the policy prefix: a change as verb + message, a
 // violation as "<field>: <message>".
 func (f Finding) Text(verb string) string {
-	if f.Mutates() {
+	switch {
+	case f.Template:
+		return f.Message // it says what happens to the pods, later
+	case f.Mutates():
 		return verb + f.Message
 	}
 	return f.String()

@@ -42,6 +42,9 @@ func decide(verdicts []policy.Verdict, rec *metrics.Recorder) decision {
 		switch r.Action {
 		case policy.ActionAllow:
 		case policy.ActionMutate:
+			if r.Findings[0].Template {
+				d.warnings = append(d.warnings, r.Messages("", maxMessagesPerPolicy)...)
+			}
 			for _, f := range r.Findings {
 				d.patch = append(d.patch, f.Patch...)
 				for k, v := range f.Annotations {

@@ -77,7 +77,14 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 		}
 	}
 
-	results := v.engine.Load().EvaluateEffect(policy.Target{Object: obj, Cluster: v.cluster}, policy.Validating)
+	engine, target := v.engine.Load(), policy.Target{Object: obj, Cluster: v.cluster}
+	results := engine.EvaluateEffect(target, policy.Validating)
+	if _, isPod := obj.(*corev1.Pod); !isPod {
+		// A mutating policy's verdict on a workload is about the pods its
+		// template creates (Finding.Template): a warning now, the change
+		// at their own admission.
+		results = append(results, engine.EvaluateEffect(target, policy.Mutating)...)
+	}
 	mayDeny := policy.MayDeny(obj)
 	d := decide(policy.Verdicts(obj, results), v.metrics)
 	if len(d.denials) > 0 {

@@ -305,7 +305,10 @@ func (r *Rule) Effect() policy.Effect { return policy.Mutating }
 // message that admission applies it only where verified.
 func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	pod, ok := t.Object.(*corev1.Pod)
-	if !ok || !pod.Spec.HostNetwork || policy.Excluded(pod, t.NamespaceLabels) || policy.IsMirrorPod(pod) {
+	if !ok {
+		return r.template(t)
+	}
+	if !pod.Spec.HostNetwork || policy.Excluded(pod, t.NamespaceLabels) || policy.IsMirrorPod(pod) {
 		return nil, false
 	}
 	if r.settings.Verification == VerificationOff {
@@ -339,6 +342,42 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	return r.findings(pod, tgt), true
 }
 
+// template reports, on a workload whose pod template is hostNetwork, what
+// the pods it creates will get at admission: Template findings, never a
+// patch of the workload. A Helm-rendered Cilium install with its operator
+// pinned to a control-plane IP (k0s #5740) is seen before it ships.
+func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
+	spec, specPath, ok := policy.PodSpecOf(t.Object)
+	if !ok || !spec.HostNetwork || policy.Excluded(t.Object, t.NamespaceLabels) {
+		return nil, false
+	}
+	probe := r.fixed
+	if r.settings.Auto() {
+		probe = target{host: HostAuto, port: "0", endpoint: HostAuto}
+	}
+	findings := r.specFindings(spec, specPath, probe)
+	if len(findings) == 0 {
+		return nil, true
+	}
+	if r.settings.Auto() {
+		// Which endpoint is not known before the nodes are: unverified, as
+		// a pod is offline.
+		return []policy.Finding{{Field: specPath, Template: true, Unverified: true,
+			Message: "pods created from this template will be rewritten: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT pointed at the " +
+				"endpoint the node agent verified on their node (host: auto)"}}, true
+	}
+	where := ""
+	if r.settings.Verification == VerificationRequired {
+		where = ", where the node agent verified " + r.fixed.endpoint + " on their node"
+	}
+	out := make([]policy.Finding, len(findings))
+	for i, f := range findings {
+		out[i] = policy.Finding{Field: f.Field, Template: true,
+			Message: "pods created from this template will be rewritten" + where + ": " + f.Message}
+	}
+	return out, true
+}
+
 // offline words findings for a front-end that has no agent reports.
 func (r *Rule) offline(findings []policy.Finding) []policy.Finding {
 	if r.settings.Auto() {
@@ -357,14 +396,20 @@ func (r *Rule) offline(findings []policy.Finding) []policy.Finding {
 // findings returns one finding per container that must change to point at
 // t.
 func (r *Rule) findings(pod *corev1.Pod, t target) []policy.Finding {
+	return r.specFindings(&pod.Spec, field.NewPath("spec"), t)
+}
+
+// specFindings returns one finding per container of spec, at specPath,
+// that must change to point at t.
+func (r *Rule) specFindings(spec *corev1.PodSpec, specPath *field.Path, t target) []policy.Finding {
 	var findings []policy.Finding
-	for i := range pod.Spec.InitContainers {
-		if f, ok := r.container(t, &pod.Spec.InitContainers[i], "initContainers", i, "init container"); ok {
+	for i := range spec.InitContainers {
+		if f, ok := r.container(t, &spec.InitContainers[i], specPath, "initContainers", i, "init container"); ok {
 			findings = append(findings, f)
 		}
 	}
-	for i := range pod.Spec.Containers {
-		if f, ok := r.container(t, &pod.Spec.Containers[i], "containers", i, "container"); ok {
+	for i := range spec.Containers {
+		if f, ok := r.container(t, &spec.Containers[i], specPath, "containers", i, "container"); ok {
 			findings = append(findings, f)
 		}
 	}
@@ -424,7 +469,7 @@ func envFromSources(c *corev1.Container, name string) string {
 
 // container decides what to change in one container and returns the finding,
 // with the minimal patch, when anything changes.
-func (r *Rule) container(t target, c *corev1.Container, list string, index int, kind string) (policy.Finding, bool) {
+func (r *Rule) container(t target, c *corev1.Container, specPath *field.Path, list string, index int, kind string) (policy.Finding, bool) {
 	var host, port envState
 	for i := range c.Env {
 		var s *envState
@@ -498,7 +543,7 @@ func (r *Rule) container(t target, c *corev1.Container, list string, index int, 
 	}
 
 	return policy.Finding{
-		Field:       field.NewPath("spec", list).Index(index).Child("env"),
+		Field:       specPath.Child(list).Index(index).Child("env"),
 		Message:     fmt.Sprintf("set %s in %s %q", strings.Join(changes, ", "), kind, c.Name),
 		Patch:       ops,
 		Annotations: map[string]string{EndpointAnnotation: t.endpoint},

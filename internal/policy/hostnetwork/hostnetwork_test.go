@@ -7,9 +7,12 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
@@ -399,5 +402,82 @@ func TestRuleEnvFromCalico(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("messages (-want +got):\n%s", diff)
+	}
+}
+
+// A Helm-rendered Cilium install (Cilium's chart with k8sServiceHost set to
+// a control-plane IP: k0s #5740) is reported on its workloads, before any
+// pod exists: the pods created from them will be rewritten.
+func TestRuleWorkloadTemplates(t *testing.T) {
+	pinned := fixtures.CiliumOperatorPinned()
+	operator := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cilium-operator", Namespace: "kube-system"},
+		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: pinned.Spec}}}
+	onPodNetwork := operator.DeepCopy()
+	onPodNetwork.Spec.Template.Spec.HostNetwork = false
+	rewritten := operator.DeepCopy()
+	for i := range rewritten.Spec.Template.Spec.Containers {
+		rewritten.Spec.Template.Spec.Containers[i].Env = env(hostnetwork.EnvHost, "localhost", hostnetwork.EnvPort, "7443")
+	}
+	cron := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "node-check", Namespace: "kube-system"},
+		Spec: batchv1.CronJobSpec{JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: pinned.Spec}}}}}
+	auto := hostnetwork.DefaultSettings()
+	auto.Host = hostnetwork.HostAuto
+
+	for _, tc := range []struct {
+		name       string
+		settings   hostnetwork.Settings
+		obj        client.Object
+		applies    bool
+		wantField  string
+		wantPrefix string
+		unverified bool
+	}{
+		{"Cilium's operator Deployment, pinned", hostnetwork.DefaultSettings(), operator, true, "spec.template.spec.containers[0].env",
+			`pods created from this template will be rewritten, where the node agent verified localhost:7443 on their node: set KUBERNETES_SERVICE_HOST=localhost (was "10.0.1.16")`, false},
+		{"without verification", unverified(), operator, true, "spec.template.spec.containers[0].env",
+			`pods created from this template will be rewritten: set KUBERNETES_SERVICE_HOST=localhost (was "10.0.1.16")`, false},
+		{"a CronJob's template", unverified(), cron, true, "spec.jobTemplate.spec.template.spec.containers[0].env",
+			"pods created from this template will be rewritten: ", false},
+		{"host: auto: the endpoint is not known yet", auto, operator, true, "spec.template.spec",
+			"pods created from this template will be rewritten: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT pointed at", true},
+		{"already pointed at the balancer", unverified(), rewritten, true, "", "", false},
+		{"on the pod network", unverified(), onPodNetwork, false, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rule, err := hostnetwork.New(tc.settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			findings, applies := rule.Evaluate(policy.Target{Object: tc.obj})
+			if applies != tc.applies {
+				t.Fatalf("applies = %v, want %v", applies, tc.applies)
+			}
+			if tc.wantField == "" {
+				if len(findings) != 0 {
+					t.Fatalf("want no finding, got %v", findings)
+				}
+				return
+			}
+			if len(findings) == 0 {
+				t.Fatal("want findings, got none")
+			}
+			if f := findings[0]; f.Field.String() != tc.wantField || !strings.HasPrefix(f.Message, tc.wantPrefix) {
+				t.Errorf("finding %s, want %s: %s...", f, tc.wantField, tc.wantPrefix)
+			}
+			for _, f := range findings {
+				if !f.Template || f.Unverified != tc.unverified || f.Mutates() {
+					t.Errorf("finding %+v: want a template finding without a patch", f)
+				}
+			}
+			want := map[policy.Mode]policy.Action{policy.Enforce: policy.ActionMutate, policy.Audit: policy.ActionWarn}
+			if tc.unverified {
+				want = map[policy.Mode]policy.Action{policy.Enforce: policy.ActionUnverified, policy.Audit: policy.ActionUnverified}
+			}
+			for mode, action := range want {
+				if got := (policy.Result{Mode: mode, Findings: findings}).Action(true); got != action {
+					t.Errorf("%s: action %s, want %s (never deny: the workload is not changed)", mode, got, action)
+				}
+			}
+		})
 	}
 }
