@@ -135,6 +135,14 @@ func TestCheckInputShapes(t *testing.T) {
 		},
 		sum: check.Summary{Objects: 6, Deny: 4},
 	}, {
+		name:  "Cilium's chart pinned to a control-plane IP: its pods will be rewritten (k0s #5740)",
+		paths: []string{td + "/cilium-helm.yaml"},
+		want: []verdict{
+			{"host-network-endpoint", "mutate", "DaemonSet", "kube-system", "cilium", td + "/cilium-helm.yaml#0"},
+			{"host-network-endpoint", "mutate", "Deployment", "kube-system", "cilium-operator", td + "/cilium-helm.yaml#1"},
+		},
+		sum: check.Summary{Objects: 2, Mutate: 2},
+	}, {
 		name:  "standard input",
 		paths: []string{check.Stdin},
 		stdin: "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}\n",
