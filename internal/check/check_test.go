@@ -364,6 +364,16 @@ func TestReadNeverFalseClean(t *testing.T) {
 		}
 	})
 
+	t.Run("a Helm values.yaml in a GitOps tree does not hide the deny beside it", func(t *testing.T) {
+		in, err := check.Read([]string{"testdata/gitops"}, nil)
+		if err == nil || !strings.Contains(err.Error(), "gitops/cilium/values.yaml#0: apiVersion: Required value") {
+			t.Fatalf("error = %v, want values.yaml named", err)
+		}
+		if r := check.Check(in, engine); r.Summary.Deny != 1 {
+			t.Errorf("summary = %+v, want the kube-vip DaemonSet's deny", r.Summary)
+		}
+	})
+
 	t.Run("one unreadable file does not hide the others' verdicts", func(t *testing.T) {
 		// A Helm chart's values.yaml in a GitOps tree does not parse as a
 		// manifest; the kube-vip DaemonSet beside it must still be denied.
