@@ -154,7 +154,10 @@ func (f *podFeed) Len() int {
 // enqueue; with full (no watch runs), pods it no longer lists are deleted.
 // It returns the resourceVersion to watch from.
 func (f *podFeed) sweep(ctx context.Context, full bool, enqueue func(types.NamespacedName)) (string, error) {
-	seen := map[types.NamespacedName]bool{}
+	var seen map[types.NamespacedName]bool // what a full sweep found, to find what is gone
+	if full {
+		seen = map[types.NamespacedName]bool{}
+	}
 	opts := metav1.ListOptions{FieldSelector: hostNetworkPods, Limit: f.pageSize}
 	for {
 		list, err := f.pods.Pods(metav1.NamespaceAll).List(ctx, opts)
@@ -167,7 +170,9 @@ func (f *podFeed) sweep(ctx context.Context, full bool, enqueue func(types.Names
 			p := new(corev1.Pod)
 			*p = list.Items[i]
 			name := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
-			seen[name] = true
+			if full {
+				seen[name] = true
+			}
 			_, _ = slim(p)
 			if f.arrive(p, !full) {
 				enqueue(name)
