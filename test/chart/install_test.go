@@ -292,6 +292,7 @@ networkPolicy:
   metricsPeers: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
 imagePullSecrets: [{name: regcred}]
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+hostNetwork: true
 webhook: {namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, values: [sandbox]}]}}
 `)
 		c.uninstallOnFailure(t, "ep-options", "options")
@@ -299,6 +300,11 @@ webhook: {namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, va
 			"-n", "options", "--create-namespace", "-f", values)
 		if err != nil {
 			t.Fatalf("install: %v\n%s", err, out)
+		}
+		d := &appsv1.Deployment{}
+		c.get(t, client.ObjectKey{Namespace: "options", Name: "ep-options-endpoint-policy"}, d)
+		if s := d.Spec.Template.Spec; !s.HostNetwork || s.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			t.Errorf("installed with hostNetwork: %v, dnsPolicy %q", s.HostNetwork, s.DNSPolicy)
 		}
 		if _, err := helmAt(t, repoRoot, c.kubeconfig, "uninstall", "ep-options", "-n", "options"); err != nil {
 			t.Fatalf("uninstall: %v", err)

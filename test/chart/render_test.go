@@ -99,6 +99,9 @@ func TestDeploymentDefaults(t *testing.T) {
 	if ru := d.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("rolling update may take a replica away: %+v", d.Spec.Strategy)
 	}
+	if spec.HostNetwork || spec.DNSPolicy != "" {
+		t.Errorf("hostNetwork %v, dnsPolicy %q by default, want the pod network", spec.HostNetwork, spec.DNSPolicy)
+	}
 	// Spread across nodes, selecting the Deployment's own pods.
 	if len(spec.TopologySpreadConstraints) != 1 {
 		t.Fatalf("topologySpreadConstraints = %+v", spec.TopologySpreadConstraints)
@@ -604,6 +607,7 @@ tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, eff
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [system]}]}]}}}
 shutdownDelaySeconds: 0
 metrics: {secure: false}
+hostNetwork: true
 resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {cpu: "1", memory: 128Mi}}
 podDisruptionBudget: {enabled: false}
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}
@@ -619,6 +623,10 @@ networkPolicy:
 		d.Spec.Template.Annotations["example.com/team"] != "platform" || spec.NodeSelector["kubernetes.io/os"] != "linux" ||
 		len(spec.Tolerations) != 1 || spec.Affinity == nil || spec.Affinity.NodeAffinity == nil {
 		t.Errorf("pod values not applied: replicas %v, spec %+v", d.Spec.Replicas, spec)
+	}
+	if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet || len(spec.TopologySpreadConstraints) != 1 {
+		t.Errorf("hostNetwork: %v, dnsPolicy %q, spread %v: want the node's network, cluster DNS, the spread unchanged",
+			spec.HostNetwork, spec.DNSPolicy, spec.TopologySpreadConstraints)
 	}
 	if !strings.HasSuffix(c.Image, "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef") {
 		t.Errorf("image = %s, want the digest", c.Image)
@@ -869,5 +877,22 @@ func TestAgent(t *testing.T) {
 	m = render(t, "--set", "agent.enabled=false", "--set", "config.policies.host-network-endpoint.verification=Off")
 	if m.ofKind("DaemonSet") != nil {
 		t.Errorf("agent.enabled=false rendered a DaemonSet")
+	}
+}
+
+// AKS's Admissions Enforcer excludes kube-system from every webhook's
+// namespaceSelector unless the configuration opts out: kube-system's
+// hostNetwork pods are the ones host-network-endpoint is for.
+func TestWebhooksOptOutOfAKSAdmissionsEnforcer(t *testing.T) {
+	m := render(t)
+	for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+		for _, u := range m.ofKind(kind) {
+			if got := u.GetLabels()["admissions.enforcer/disabled"]; got != "true" {
+				t.Errorf("%s %s: label admissions.enforcer/disabled = %q, want \"true\"", kind, u.GetName(), got)
+			}
+		}
+		if len(m.ofKind(kind)) == 0 {
+			t.Errorf("no %s rendered", kind)
+		}
 	}
 }
