@@ -67,9 +67,10 @@ type NodeDeleting struct {
 	metrics *metrics.Recorder
 
 	mu sync.Mutex
-	// annotated counts, per node, the pods that carry the annotation; its
-	// total is the gauge.
-	annotated map[string]int
+	// annotated is, per node, the pods that carry the annotation and its
+	// reason: the per-pod gauge's series; total, their number, is the
+	// count gauge.
+	annotated map[string]map[types.NamespacedName]string
 	total     int
 	// announced is, per node, the pods whose Audit Event was recorded and
 	// for which reason, so that an Audit Event is recorded once, not at
@@ -100,7 +101,7 @@ func SetupNodeDeleting(mgr ctrl.Manager, o NodeDeletingOptions) error {
 		client:    mgr.GetClient(),
 		events:    o.Events,
 		metrics:   o.Metrics,
-		annotated: map[string]int{},
+		annotated: map[string]map[types.NamespacedName]string{},
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(NodeDeletingName).
@@ -216,15 +217,16 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 		return reconcile.Result{}, err
 	}
 	engine := r.engine.Load()
-	annotated := 0
+	annotated := map[types.NamespacedName]string{}
 	announced := map[types.UID]string{}
 	var errs []error
 	for _, pod := range pods {
 		// annotated counts what the pods carry after this reconcile: what
 		// they carry now, changed by the patches that succeed.
-		_, has := pod.Annotations[kubeproxy.NodeDeletingAnnotation]
+		key := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}
+		reason, has := pod.Annotations[kubeproxy.NodeDeletingAnnotation]
 		if has {
-			annotated++
+			annotated[key] = reason
 		}
 		nsLabels, err := cluster.NamespaceLabels(ctx, r.cache, pod.Namespace)
 		if err != nil {
@@ -246,9 +248,7 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 				errs = append(errs, err)
 				continue
 			}
-			if has {
-				annotated--
-			}
+			delete(annotated, key)
 			r.metrics.NodeDeletingAnnotation(metrics.AnnotationRemove)
 			r.event(pod, node, ReasonNodeDeletingCancelled, "RemoveAnnotations", note)
 		case res.Mode == policy.Enforce:
@@ -256,9 +256,7 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 				errs = append(errs, err)
 				continue
 			}
-			if !has {
-				annotated++
-			}
+			annotated[key] = f.Annotations[kubeproxy.NodeDeletingAnnotation]
 			r.metrics.NodeDeletingAnnotation(metrics.AnnotationAdd)
 			r.event(pod, node, ReasonNodeDeleting, "Annotate", note)
 		default: // Audit: say what would have been annotated, once.
@@ -318,14 +316,24 @@ func (r *NodeDeleting) wasAnnounced(node string, uid types.UID, reason string) b
 	return r.announced.Has(node, uid, reason)
 }
 
-// record keeps node's count of annotated pods (and the gauge) and its
-// announced Audit Events; pods that are gone, or no longer announced, are
-// dropped, so that memory follows the pods that exist.
-func (r *NodeDeleting) record(node string, annotated int, announced map[types.UID]string) {
+// record publishes what node's kube-proxy pods carry after a reconcile:
+// annotated (pod to reason) becomes the per-pod gauge's series for node
+// (series for pods no longer annotated are deleted) and the count gauge's
+// share of node; announced are its Audit Events.
+func (r *NodeDeleting) record(node string, annotated map[types.NamespacedName]string, announced map[types.UID]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.total += annotated - r.annotated[node]
-	if annotated == 0 {
+	before := r.annotated[node]
+	for pod, reason := range before {
+		if now, ok := annotated[pod]; !ok || now != reason {
+			r.metrics.NodeDeletingPod(pod.Namespace, pod.Name, node, reason, false)
+		}
+	}
+	for pod, reason := range annotated {
+		r.metrics.NodeDeletingPod(pod.Namespace, pod.Name, node, reason, true)
+	}
+	r.total += len(annotated) - len(before)
+	if len(annotated) == 0 {
 		delete(r.annotated, node)
 	} else {
 		r.annotated[node] = annotated

@@ -32,6 +32,7 @@ type Recorder struct {
 	reloads             *prometheus.CounterVec
 	reloadSuccess       prometheus.Gauge
 	nodeDeletingPods    prometheus.Gauge
+	nodeDeletingPod     *prometheus.GaugeVec
 	nodeDeletingChanges *prometheus.CounterVec
 	violations          *prometheus.GaugeVec
 	endpointNodes       *prometheus.GaugeVec
@@ -56,6 +57,10 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 			Name: "endpoint_policy_kube_proxy_node_deleting_pods",
 			Help: "kube-proxy pods that currently carry the endpoint-policy.io/node-deleting annotation (reported by the leader).",
 		}),
+		nodeDeletingPod: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "endpoint_policy_kube_proxy_node_deleting",
+			Help: "1 for each kube-proxy pod that carries the endpoint-policy.io/node-deleting annotation: its node is being deleted (reason ToBeDeletedByClusterAutoscaler or NodeDeletion) and its /healthz fails on purpose. No series for other pods (reported by the leader).",
+		}, []string{"namespace", "pod", "node", "reason"}),
 		nodeDeletingChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "endpoint_policy_kube_proxy_node_deleting_annotations_total",
 			Help: "Changes to kube-proxy pods' node-deleting annotations by action: add, remove, warn (would have added, Audit).",
@@ -77,6 +82,9 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 		return nil, err
 	}
 	if r.nodeDeletingPods, err = register(reg, r.nodeDeletingPods); err != nil {
+		return nil, err
+	}
+	if r.nodeDeletingPod, err = register(reg, r.nodeDeletingPod); err != nil {
 		return nil, err
 	}
 	if r.nodeDeletingChanges, err = register(reg, r.nodeDeletingChanges); err != nil {
@@ -133,6 +141,17 @@ func (r *Recorder) ConfigReload(err error) {
 // NodeDeletingPods sets the number of kube-proxy pods that carry the
 // node-deleting annotation.
 func (r *Recorder) NodeDeletingPods(n int) { r.nodeDeletingPods.Set(float64(n)) }
+
+// NodeDeletingPod sets (on) or deletes the series of one annotated
+// kube-proxy pod: endpoint_policy_kube_proxy_node_deleting, for alerts that
+// must not page for a kube-proxy unready on a node being deleted.
+func (r *Recorder) NodeDeletingPod(namespace, pod, node, reason string, on bool) {
+	if on {
+		r.nodeDeletingPod.WithLabelValues(namespace, pod, node, reason).Set(1)
+		return
+	}
+	r.nodeDeletingPod.DeleteLabelValues(namespace, pod, node, reason)
+}
 
 // NodeDeletingAnnotation counts one change (or, in Audit, would-be change)
 // to a kube-proxy pod's node-deleting annotations.

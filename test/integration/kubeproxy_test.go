@@ -15,11 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/controller"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/metricstest"
 )
 
 const testFinalizer = "test.endpoint-policy.io/hold"
@@ -171,6 +173,12 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 		const annotatedPods = "endpoint_policy_kube_proxy_node_deleting_pods"
 		Eventually(gauge).WithArguments(annotatedPods).WithTimeout(settle).WithPolling(polling).Should(BeNumerically(">=", 2))
 		peak := gauge(annotatedPods)
+		// The per-pod signal alerts use to not page for an expected unready
+		// kube-proxy.
+		perPod := map[string]string{"namespace": ns, "pod": onGoing.Name, "node": going.Name, "reason": kubeproxy.ReasonToBeDeleted}
+		Eventually(series).WithArguments(nodeDeletingSeries, perPod).WithTimeout(settle).WithPolling(polling).Should(Equal([]float64{1}))
+		Expect(series(nodeDeletingSeries, map[string]string{"namespace": ns, "pod": onStaying.Name})).To(BeEmpty(),
+			"no series for a pod whose node stays")
 
 		By("leaving the pods on other nodes, and the other pods on this node, alone")
 		Expect(annotationsOf(ctx, onStaying)()).To(notNodeDeleting)
@@ -184,6 +192,8 @@ var _ = Describe("kube-proxy-node-deleting", func() {
 			Should(event(controller.ReasonNodeDeletingCancelled, "RemoveAnnotations", "no longer being deleted"))
 		Expect(nodeDeletingChanges("remove")).To(BeNumerically(">=", removed+2))
 		Eventually(gauge).WithArguments(annotatedPods).WithTimeout(settle).WithPolling(polling).Should(BeNumerically("<=", peak-2))
+		Eventually(series).WithArguments(nodeDeletingSeries, perPod).WithTimeout(settle).WithPolling(polling).Should(BeEmpty(),
+			"the series goes with the annotation")
 	})
 
 	It("annotates a DaemonSet pod that the scheduler binds to a tainted node", func(ctx context.Context) {
@@ -309,3 +319,13 @@ var _ = Describe("kube-proxy-readiness-probe", func() {
 		Expect(k8s.Create(ctx, kubeProxyDaemonSet(ns, "/livez"))).To(Succeed(), "/livez is the fix")
 	})
 })
+
+const nodeDeletingSeries = "endpoint_policy_kube_proxy_node_deleting"
+
+// series returns the values of the series of metric name whose labels
+// include labels: none when it has no such series.
+func series(name string, labels map[string]string) []float64 {
+	values, err := metricstest.Values(crmetrics.Registry, name, labels)
+	Expect(err).NotTo(HaveOccurred())
+	return values
+}

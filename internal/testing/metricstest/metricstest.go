@@ -8,10 +8,21 @@ import "github.com/prometheus/client_golang/prometheus"
 // in reg whose labels include labels; 0 when there is none (a series that
 // was never set, or was deleted).
 func Value(reg prometheus.Gatherer, name string, labels map[string]string) (float64, error) {
-	mfs, err := reg.Gather()
-	if err != nil {
+	values, err := Values(reg, name, labels)
+	if err != nil || len(values) == 0 {
 		return 0, err
 	}
+	return values[0], nil
+}
+
+// Values returns the values of every series of the counter or gauge name in
+// reg whose labels include labels: none when there is no such series.
+func Values(reg prometheus.Gatherer, name string, labels map[string]string) ([]float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	var out []float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -28,10 +39,11 @@ func Value(reg prometheus.Gatherer, name string, labels map[string]string) (floa
 				}
 			}
 			if g := m.GetGauge(); g != nil {
-				return g.GetValue(), nil
+				out = append(out, g.GetValue())
+			} else {
+				out = append(out, m.GetCounter().GetValue())
 			}
-			return m.GetCounter().GetValue(), nil
 		}
 	}
-	return 0, nil
+	return out, nil
 }
