@@ -66,7 +66,7 @@ Flags:
 		"Write DIR/kube-apiserver0+strategic.yaml, a kubeadm patch pointing the kube-apiserver's IP-pinned probes at --node-fqdn.")
 	fs.StringVar(&nodeFQDN, "node-fqdn", "", "The node's DNS name, for --emit-kubeadm-patches.")
 	fs.BoolVar(&staticPods, "static-pods", false,
-		"Read every pod as a static pod, as its mirror pod is admitted: never changed, never refused (denials reported as warn). Pods in a directory named manifests are read so anyway.")
+		"Read every pod as a static pod, as its mirror pod is admitted: never changed (a violation is still a deny: the file can be fixed). Pods in a directory named manifests are read so anyway.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return checkPass

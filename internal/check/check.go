@@ -55,6 +55,12 @@ func Check(in *Input, engine *policy.Engine) Report {
 		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
 		for _, res := range policy.Verdicts(o.Object, engine.Evaluate(t)) {
 			action := res.Action
+			if o.StaticPod {
+				// Admission cannot refuse a mirror pod, but a static pod's
+				// file can still be fixed before the kubelet reads it: a
+				// violation in Enforce stays a deny (and exit 1).
+				action = res.Result.Action(true)
+			}
 			if action == policy.ActionAllow {
 				continue
 			}

@@ -399,6 +399,28 @@ func TestReadNeverFalseClean(t *testing.T) {
 		}
 	})
 
+	t.Run("a static pod's violation is still a deny: its file can be fixed", func(t *testing.T) {
+		// kube-vip as kube-vip's docs generate it (kube-vip manifest pod
+		// --controlplane --enableLoadBalancer), in /etc/kubernetes/manifests.
+		dir := filepath.Join(t.TempDir(), "manifests")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: kube-vip, namespace: kube-system}\nspec:\n  hostNetwork: true\n" +
+			"  containers:\n  - {name: kube-vip, image: ghcr.io/kube-vip/kube-vip:v0.8.4, args: [manager],\n" +
+			"     env: [{name: cp_enable, value: \"true\"}, {name: lb_enable, value: \"true\"}]}\n"
+		if err := os.WriteFile(filepath.Join(dir, "kube-vip.yaml"), []byte(pod), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		in, err := check.Read([]string{dir}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := check.Check(in, engine).Summary; s.Deny != 1 || s.Mutate != 0 {
+			t.Errorf("summary = %+v, want the deny and no mutate (a mirror pod is never rewritten)", s)
+		}
+	})
+
 	t.Run("a top-level JSON array says what it is", func(t *testing.T) {
 		_, err := check.Read([]string{check.Stdin}, strings.NewReader(`[{"apiVersion": "v1", "kind": "Pod"}]`))
 		if err == nil || !strings.Contains(err.Error(), "-#0: a JSON array (or YAML sequence), not a Kubernetes object") ||

@@ -33,6 +33,9 @@ type Object struct {
 	// file's YAML documents. Items of a List share the List's source.
 	Source string
 	Object client.Object
+	// StaticPod: a pod read as a static pod (Options.StaticPods, or a
+	// directory named manifests), evaluated as its mirror pod.
+	StaticPod bool
 }
 
 // Input is everything read from the paths given.
@@ -84,8 +87,8 @@ func Read(paths []string, stdin io.Reader) (*Input, error) {
 // Options change how Read reads.
 type Options struct {
 	// StaticPods reads every pod as a static pod (--static-pods): as its
-	// mirror pod, which admission neither changes nor refuses. Pods in a
-	// directory named manifests are read so anyway.
+	// mirror pod, which admission never changes. Pods in a directory named
+	// manifests are read so anyway.
 	StaticPods bool
 }
 
@@ -223,8 +226,9 @@ func (in *Input) readStream(name string, r io.Reader, staticPods bool) []error {
 			errs = append(errs, fmt.Errorf("%s: %w", source, err))
 		}
 		if staticPods {
-			for _, o := range in.Objects[objects:] {
-				asMirrorPod(o.Object)
+			for i := range in.Objects[objects:] {
+				o := &in.Objects[objects+i]
+				o.StaticPod = asMirrorPod(o.Object)
 			}
 		}
 	}
@@ -370,12 +374,12 @@ func (in *Input) add(source string, js []byte) error {
 
 // asMirrorPod makes a static pod read from a manifests directory what
 // admission sees of it: its mirror pod (policy.IsMirrorPod), which no
-// policy changes and none can refuse, since the kubelet runs the file
-// whatever the API server says.
-func asMirrorPod(obj client.Object) {
+// policy changes, since the kubelet runs the file whatever the API server
+// says. It reports whether obj is a pod.
+func asMirrorPod(obj client.Object) bool {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
-		return
+		return false
 	}
 	a := pod.GetAnnotations()
 	if a == nil {
@@ -385,4 +389,5 @@ func asMirrorPod(obj client.Object) {
 		a[policy.MirrorPodAnnotation] = "static"
 	}
 	pod.SetAnnotations(a)
+	return true
 }
