@@ -91,6 +91,9 @@ func run(o options) error {
 	if o.mode != policy.Enforce && o.mode != policy.Audit {
 		return fmt.Errorf("--mode %q: Enforce or Audit", o.mode)
 	}
+	if o.taint < 0 || o.taint > o.nodes {
+		return fmt.Errorf("--taint %d: between 0 and --nodes (%d)", o.taint, o.nodes)
+	}
 	apiServer, assets, err := sim.AssetsFromEnv()
 	if err != nil {
 		return err
@@ -250,7 +253,11 @@ func rollout(ctx context.Context, c *sim.Cluster, o options) error {
 		return err
 	}
 	last := time.Now()
-	return wait.PollUntilContextTimeout(ctx, 2*time.Second, 60*time.Minute, true, func(ctx context.Context) (bool, error) {
+	// 5,000 nodes and 10,000 pods on the pod network take about an hour on
+	// 2 cores (the scheduler places ~7 pods/s): give up only on a rollout
+	// that stops moving.
+	progress, readyBefore := time.Now(), -1
+	return wait.PollUntilContextTimeout(ctx, 2*time.Second, 4*time.Hour, true, func(ctx context.Context) (bool, error) {
 		if err := c.Healthy(); err != nil {
 			return false, err
 		}
@@ -268,6 +275,11 @@ func rollout(ctx context.Context, c *sim.Cluster, o options) error {
 		}
 		ready += int(d.Status.ReadyReplicas)
 		want := 3*o.nodes + o.podNetwork
+		if ready > readyBefore {
+			progress, readyBefore = time.Now(), ready
+		} else if time.Since(progress) > 10*time.Minute {
+			return false, fmt.Errorf("rollout stalled: %d of %d pods ready for 10 minutes", ready, want)
+		}
 		if time.Since(last) > 30*time.Second {
 			step("   %d of %d pods ready", ready, want)
 			last = time.Now()
