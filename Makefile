@@ -17,6 +17,7 @@ SIM_ASSETS ?= $(LOCALBIN)/k8s/sim-$(K8S_VERSION:v%=%)-kwok-$(KWOK_VERSION:v%=%)
 # Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
 HELM_VERSION      := $(shell awk '$$1 == "require" && $$2 == "helm.sh/helm/v3" { print $$3 }' hack/tools/helm/go.mod)
 KUSTOMIZE_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kustomize/kustomize/v5" { print $$3 }' hack/tools/kustomize/go.mod)
+PROMTOOL_VERSION  := $(shell awk '$$1 == "require" && $$2 == "github.com/prometheus/prometheus" { print $$3 }' hack/tools/promtool/go.mod)
 GOLANGCI_LINT_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/golangci/golangci-lint/v2" { print $$3 }' hack/tools/golangci-lint/go.mod)
 # Helm's default Kubernetes version (helm template, lint) is its client-go's, as Helm's own Makefile sets it.
 HELM_K8S_MINOR    := $(shell awk '$$1 == "k8s.io/client-go" { split($$2, v, "."); print v[2] }' hack/tools/helm/go.mod)
@@ -24,8 +25,9 @@ HELM_LDFLAGS      := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VE
 	$(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 HELM      ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+PROMTOOL  ?= $(LOCALBIN)/promtool-$(PROMTOOL_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
-TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)"
+TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" PROMTOOL="$(PROMTOOL)"
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -139,11 +141,17 @@ sim-cluster: envtest sim ## Run a simulated cluster of NODES kwok nodes (default
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" go run ./hack/sim-cluster --nodes $(NODES)
 
 .PHONY: tools
-tools: $(HELM) $(KUSTOMIZE) ## Build the helm and kustomize CLIs from Go modules into bin/ (once).
+tools: $(HELM) $(KUSTOMIZE) $(PROMTOOL) ## Build the helm, kustomize and promtool CLIs from Go modules into bin/ (once).
 
 $(HELM):
 	@echo ">> building helm $(HELM_VERSION) from Go modules (first time only, ~2 min cold)"
 	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o "$@.tmp" helm.sh/helm/v3/cmd/helm
+	mv "$@.tmp" "$@"
+
+# promtool checks and unit-tests the chart's alerts (test/chart/alerts_test.go).
+$(PROMTOOL):
+	@echo ">> building promtool $(PROMTOOL_VERSION) from Go modules (first time only, ~4 min cold)"
+	cd hack/tools/promtool && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$@.tmp" github.com/prometheus/prometheus/cmd/promtool
 	mv "$@.tmp" "$@"
 
 $(GOLANGCI_LINT):

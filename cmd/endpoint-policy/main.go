@@ -108,6 +108,9 @@ func serve(args []string, stderr io.Writer) int {
 			"false serves plain HTTP to anyone who can reach the port.")
 	fs.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "",
 		"Directory holding the metrics serving certificate, tls.crt and tls.key; a self-signed certificate when not set.")
+	fs.StringVar(&opts.WebhookConfigurations, "webhook-configurations", "",
+		"File of endpoint-policy's webhook configurations as installed (a YAML stream; the chart's -webhooks ConfigMap): the leader reports "+
+			"every field of the live ones that differs (endpoint_policy_webhook_configuration_drift, an Event, a log line) and changes nothing. Off when not set.")
 	fs.DurationVar(&opts.ShutdownDelay, "shutdown-delay", opts.ShutdownDelay,
 		"On SIGTERM, keep serving this long while reporting not-ready and closing kept-alive connections after their next response; "+
 			"then stop accepting connections and finish in-flight requests.")

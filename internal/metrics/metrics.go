@@ -36,6 +36,8 @@ type Recorder struct {
 	nodeDeletingChanges *prometheus.CounterVec
 	violations          *prometheus.GaugeVec
 	endpointNodes       *prometheus.GaugeVec
+	policyMode          *prometheus.GaugeVec
+	webhookDrift        *prometheus.GaugeVec
 }
 
 // NewRecorder creates the metrics and registers them with reg.
@@ -74,7 +76,21 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 		Name: "endpoint_policy_endpoint_nodes",
 		Help: "Nodes by the status of host-network-endpoint's endpoint on them, as the node agents last reported it (Verified, Unreachable, CertificateNotValidForHost, UnknownAuthority, NotReady, Unauthorized), or NoReport, Stale.",
 	}, []string{"status"})
+	r.policyMode = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "endpoint_policy_policy_mode",
+		Help: "1 for each policy's effective mode in the configuration in force (Enforce, Audit or Disabled; a global Audit turns Enforce into Audit), for alerts that treat a violation of an Enforce policy differently.",
+	}, []string{"policy", "mode"})
+	r.webhookDrift = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "endpoint_policy_webhook_configuration_drift",
+		Help: "1 when a field of one of endpoint-policy's webhooks differs from what was installed (namespaceSelector, objectSelector, matchConditions, rules, failurePolicy, timeoutSeconds; caBundle: it does not verify the serving certificate; webhook: the webhook or its configuration is gone), 0 when it matches (reported by the leader).",
+	}, []string{"webhook", "field"})
 	var err error
+	if r.webhookDrift, err = register(reg, r.webhookDrift); err != nil {
+		return nil, err
+	}
+	if r.policyMode, err = register(reg, r.policyMode); err != nil {
+		return nil, err
+	}
 	if r.endpointNodes, err = register(reg, r.endpointNodes); err != nil {
 		return nil, err
 	}
@@ -125,6 +141,34 @@ func (r *Recorder) EndpointNodes(counts map[hostnetwork.Status]int) {
 	for _, s := range hostnetwork.Statuses {
 		r.endpointNodes.WithLabelValues(string(s)).Set(float64(counts[s]))
 	}
+}
+
+// PolicyModes sets endpoint_policy_policy_mode to the effective modes in
+// force: one series per policy, at 1, for its mode.
+func (r *Recorder) PolicyModes(modes map[policy.ID]policy.Mode) {
+	for id, mode := range modes {
+		for _, m := range []policy.Mode{policy.Enforce, policy.Audit, policy.Disabled} {
+			if m != mode {
+				r.policyMode.DeleteLabelValues(string(id), string(m))
+			}
+		}
+		r.policyMode.WithLabelValues(string(id), string(mode)).Set(1)
+	}
+}
+
+// WebhookConfigurationDrift sets whether field of webhook differs from what
+// was installed.
+func (r *Recorder) WebhookConfigurationDrift(webhook, field string, drifted bool) {
+	v := 0.0
+	if drifted {
+		v = 1
+	}
+	r.webhookDrift.WithLabelValues(webhook, field).Set(v)
+}
+
+// ForgetWebhook removes the drift series of a webhook no longer installed.
+func (r *Recorder) ForgetWebhook(webhook string) {
+	r.webhookDrift.DeletePartialMatch(prometheus.Labels{"webhook": webhook})
 }
 
 // ConfigReload records the outcome of a configuration reload.

@@ -31,6 +31,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/controller"
+	"github.com/endpoint-policy/endpoint-policy/internal/drift"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
@@ -83,6 +84,11 @@ type Options struct {
 	// MetricsCertDir holds the metrics server's tls.crt and tls.key; ""
 	// serves a self-signed certificate generated at start.
 	MetricsCertDir string
+	// WebhookConfigurations is the file of the webhook configurations as
+	// installed (a YAML stream, the chart's -webhooks ConfigMap): the leader
+	// reports where the live ones differ (internal/drift). "" turns drift
+	// detection off.
+	WebhookConfigurations string
 	// ShutdownDelay is how long the server keeps serving after it is told to
 	// stop, reporting not-ready and closing each kept-alive connection after
 	// its next response, before it stops accepting connections.
@@ -149,6 +155,11 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.WebhookConfigurations != "" {
+		if _, err := drift.Load(opts.WebhookConfigurations); err != nil {
+			return nil, fmt.Errorf("--webhook-configurations: %w", err)
+		}
+	}
 	return &Server{opts: opts, cfg: cfg, raw: raw, engine: policy.NewStore(engine), namespace: namespace}, nil
 }
 
@@ -178,6 +189,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	rec.PolicyModes(s.cfg.Modes())
 	// The manager runs on its own context, cancelled only once the drain is
 	// over.
 	mgrCtx, stopManager := context.WithCancel(context.WithoutCancel(ctx))
@@ -208,6 +220,9 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	}
 	aud, err := s.setupLeaderOnly(ctx, mgr, view, rec, events)
 	if err != nil {
+		return err
+	}
+	if err := s.setupDrift(mgr, clients, rec, events, log); err != nil {
 		return err
 	}
 	if err := s.setupReload(mgr, aud, rec, log); err != nil {
@@ -338,6 +353,32 @@ func (s *Server) setupLeaderOnly(ctx context.Context, mgr manager.Manager, view 
 	})
 }
 
+// setupDrift adds the leader's webhook configuration drift detection, when
+// --webhook-configurations names the installed ones.
+func (s *Server) setupDrift(mgr manager.Manager, clients kubernetes.Interface, rec *metrics.Recorder, events events.EventRecorder, log logr.Logger) error {
+	if s.opts.WebhookConfigurations == "" {
+		return nil
+	}
+	d, err := drift.New(drift.Options{
+		Installed: s.opts.WebhookConfigurations,
+		CertFile:  filepath.Join(s.opts.CertDir, "tls.crt"),
+		Clients:   clients, Events: events, Metrics: rec,
+		Interval: driftInterval, Log: log.WithName("drift"),
+	})
+	if err != nil {
+		return fmt.Errorf("--webhook-configurations: %w", err)
+	}
+	if err := mgr.Add(d); err != nil {
+		return fmt.Errorf("adding the webhook configuration drift detection: %w", err)
+	}
+	return nil
+}
+
+// driftInterval is how often the webhook configurations are compared again
+// without a change to them: a renewed serving certificate, an upgraded
+// --webhook-configurations file.
+const driftInterval = time.Minute
+
 // setupReload watches the configuration file: a valid change swaps the
 // engine and the audit settings; a change that needs a restart
 // (config.RestartRequired) or that does not build is refused, and the
@@ -356,6 +397,7 @@ func (s *Server) setupReload(mgr manager.Manager, aud *audit.Audit, rec *metrics
 		}
 		aud.SetSettings(c.Audit)
 		s.engine.Swap(e)
+		rec.PolicyModes(c.Modes())
 		return nil
 	}
 	w := config.NewWatcher(s.opts.ConfigFile, s.raw, s.opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)

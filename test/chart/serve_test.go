@@ -42,12 +42,15 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 	c.get(t, key(release+"-tls"), secret)
 	cm := &corev1.ConfigMap{}
 	c.get(t, key(release+"-config"), cm)
+	webhooks := &corev1.ConfigMap{}
+	c.get(t, key(release+"-webhooks"), webhooks)
 
 	dir := t.TempDir()
-	certDir, configDir := filepath.Join(dir, "tls"), filepath.Join(dir, "config")
+	certDir, configDir, webhooksDir := filepath.Join(dir, "tls"), filepath.Join(dir, "config"), filepath.Join(dir, "webhooks")
 	for path, files := range map[string]map[string][]byte{
-		certDir:   secret.Data,
-		configDir: {"config.yaml": []byte(cm.Data["config.yaml"])},
+		certDir:     secret.Data,
+		configDir:   {"config.yaml": []byte(cm.Data["config.yaml"])},
+		webhooksDir: {"webhooks.yaml": []byte(webhooks.Data["webhooks.yaml"])},
 	} {
 		g.Expect(os.MkdirAll(path, 0o700)).To(gomega.Succeed())
 		for name, data := range files {
@@ -57,7 +60,7 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 	webhookPort, healthAddr, metricsAddr := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	mounts := map[string]string{}
 	for _, vm := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
-		mounts[vm.MountPath] = map[string]string{"tls": certDir, "config": configDir}[vm.Name]
+		mounts[vm.MountPath] = map[string]string{"tls": certDir, "config": configDir, "webhooks": webhooksDir}[vm.Name]
 	}
 	var args []string
 	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
@@ -69,7 +72,7 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 			value = metricsAddr
 		case "--health-probe-bind-address":
 			value = healthAddr
-		case "--cert-dir", "--config":
+		case "--cert-dir", "--config", "--webhook-configurations":
 			for mount, local := range mounts {
 				if rest, ok := strings.CutPrefix(value, mount); ok && local != "" {
 					value = local + rest
@@ -128,14 +131,16 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 	g.Expect(conn.ConnectionState().NegotiatedProtocol).NotTo(gomega.Equal("h2"))
 	conn.Close()
 
-	c.checkMetricsAuth(t, metricsAddr)
+	metrics := c.checkMetricsAuth(t, metricsAddr)
+	c.checkDrift(t, metrics)
 }
 
 // checkMetricsAuth: the metrics endpoint answers 401 without a token, 403 to
 // a ServiceAccount without the chart's metrics-reader ClusterRole (the
 // server's own), and the metrics to one bound to it. The server's
-// TokenReviews and SubjectAccessReviews are made with the chart's RBAC.
-func (c *cluster) checkMetricsAuth(t *testing.T, addr string) {
+// TokenReviews and SubjectAccessReviews are made with the chart's RBAC. It
+// returns a scrape as the reader.
+func (c *cluster) checkMetricsAuth(t *testing.T, addr string) func() (string, error) {
 	t.Helper()
 	g := gomega.NewWithT(t)
 	ctx := t.Context()
@@ -191,6 +196,20 @@ func (c *cluster) checkMetricsAuth(t *testing.T, addr string) {
 	g.Expect(err).NotTo(gomega.HaveOccurred())
 	resp.Body.Close()
 	g.Expect(resp.StatusCode).To(gomega.Equal(http.StatusBadRequest), "plain HTTP must not be served")
+	return func() (string, error) {
+		req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+prometheus)
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), err
+	}
 }
 
 func freePort(t *testing.T) int {
