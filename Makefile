@@ -149,9 +149,11 @@ $(HELM):
 	mv "$@.tmp" "$@"
 
 # promtool checks and unit-tests the chart's alerts (test/chart/alerts_test.go).
+# remove_all_sd leaves out Prometheus' service discoveries (cloud SDKs), which
+# rule checks and tests never use: 2 min to build instead of 5-7.
 $(PROMTOOL):
-	@echo ">> building promtool $(PROMTOOL_VERSION) from Go modules (first time only, ~4 min cold)"
-	cd hack/tools/promtool && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$@.tmp" github.com/prometheus/prometheus/cmd/promtool
+	@echo ">> building promtool $(PROMTOOL_VERSION) from Go modules (first time only, ~2 min cold)"
+	cd hack/tools/promtool && CGO_ENABLED=0 go build -tags remove_all_sd -trimpath -ldflags "-s -w" -o "$@.tmp" github.com/prometheus/prometheus/cmd/promtool
 	mv "$@.tmp" "$@"
 
 $(GOLANGCI_LINT):
