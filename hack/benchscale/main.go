@@ -109,7 +109,7 @@ func run(o options) error {
 	step("simulated cluster: %d kwok nodes", o.nodes)
 	env := &envtest.Environment{
 		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("config", "webhook")}},
-		CRDDirectoryPaths:     []string{filepath.Join("test", "crds")},
+		CRDDirectoryPaths:     []string{filepath.Join("charts", "endpoint-policy", "files", "crds")},
 	}
 	c, err := sim.Start(ctx, sim.Options{APIServerAssets: apiServer, Assets: assets, Nodes: o.nodes, Env: env, LogDir: o.logDir})
 	if err != nil {

@@ -81,7 +81,7 @@ func run() error {
 		BinaryAssetsDirectory: *assets,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("config", "webhook")}},
 		// The PolicyReport CRDs, so that the background audit writes reports.
-		CRDDirectoryPaths: []string{filepath.Join("test", "crds")},
+		CRDDirectoryPaths: []string{filepath.Join("charts", "endpoint-policy", "files", "crds")},
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -263,8 +263,15 @@ func addressesChanged() predicate.TypedPredicate[client.Object] {
 	}
 }
 
-// SetSettings changes the audit's settings (a configuration reload).
-func (a *Audit) SetSettings(s config.Audit) { a.settings.Store(&s) }
+// SetSettings changes the audit's settings (a configuration reload). A
+// change to what the reports hold (maxReportResults, reportAPI) rewrites
+// them now rather than at each namespace's next change.
+func (a *Audit) SetSettings(s config.Audit) {
+	old := a.settings.Swap(&s)
+	if old != nil && (old.MaxReportResults != s.MaxReportResults || old.ReportAPI != s.ReportAPI) {
+		a.state.markAllDirty()
+	}
+}
 
 // Settings returns the settings in force.
 func (a *Audit) Settings() config.Audit { return *a.settings.Load() }

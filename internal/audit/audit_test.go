@@ -129,7 +129,7 @@ func TestBuildReport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := buildReport(PolicyReportGVK, "ns", tt.entries, tt.limit)
+			r := buildReport(reportAPIs[0], "ns", tt.entries, tt.limit)
 			if tt.wantNil {
 				if r != nil {
 					t.Fatalf("report = %v, want none", r.Object)
@@ -176,12 +176,13 @@ func TestReportsSkippedWithoutCRD(t *testing.T) {
 	var lines []string
 	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
 	s, _ := newTestState(t)
-	w := &reportWriter{mapper: meta.NewDefaultRESTMapper(nil), state: s, installed: map[schema.GroupVersionKind]bool{}, written: map[string]string{}}
+	w := &reportWriter{mapper: meta.NewDefaultRESTMapper(nil), state: s, installed: map[schema.GroupVersionKind]bool{},
+		listed: map[schema.GroupVersionKind]bool{}, written: map[writtenKey]string{}}
 	for range 3 {
 		w.discover(context.Background(), log)
 	}
-	if len(lines) != 2 || !strings.Contains(lines[0], "Report CRD not installed") {
-		t.Fatalf("log lines %q, want one per report kind, once", lines)
+	if len(lines) != 4 || !strings.Contains(lines[0], "Report CRD not installed") {
+		t.Fatalf("log lines %q, want one per report kind (2 APIs), once", lines)
 	}
 	s.set(podKey("a", "x"), podRef("a", "x"), []violation{{Policy: "p", Action: policy.ActionDeny, Message: "m"}}, 0)
 	for ns, entries := range s.takeDirty() {

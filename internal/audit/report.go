@@ -41,44 +41,87 @@ const (
 )
 
 var (
-	// PolicyReportGVK and ClusterPolicyReportGVK are the report kinds
-	// (wgpolicyk8s.io/v1alpha2, the API of the Policy Working Group's
-	// prototype that policy engine and report viewers read).
+	// PolicyReportGVK and ClusterPolicyReportGVK are the report kinds of
+	// wgpolicyk8s.io/v1alpha2, the API of the Policy Working Group's
+	// prototype that Kyverno and Policy Reporter read.
 	PolicyReportGVK        = schema.GroupVersionKind{Group: "wgpolicyk8s.io", Version: "v1alpha2", Kind: "PolicyReport"}
 	ClusterPolicyReportGVK = schema.GroupVersionKind{Group: "wgpolicyk8s.io", Version: "v1alpha2", Kind: "ClusterPolicyReport"}
+	// ReportGVK and ClusterReportGVK are the report kinds of
+	// openreports.io/v1alpha1, its successor (Kyverno since 1.15 behind a
+	// flag, Policy Reporter since 3.2).
+	ReportGVK        = schema.GroupVersionKind{Group: "openreports.io", Version: "v1alpha1", Kind: "Report"}
+	ClusterReportGVK = schema.GroupVersionKind{Group: "openreports.io", Version: "v1alpha1", Kind: "ClusterReport"}
 )
 
-// reportWriter keeps one PolicyReport per namespace with violations (and a
-// ClusterPolicyReport for cluster-scoped objects) in line with the audit's
-// state, and deletes a report once its namespace is clean. It runs only on
-// the leader, and writes nothing when the CRDs are not installed.
+// reportAPI is one API the reports can be written in: a namespaced kind for
+// each namespace with violations, a cluster-scoped one for cluster-scoped
+// objects.
+type reportAPI struct {
+	name       config.ReportAPI
+	namespaced schema.GroupVersionKind
+	cluster    schema.GroupVersionKind
+}
+
+// reportAPIs are the APIs written under audit.reportAPI Auto: each whose
+// CRDs are installed.
+var reportAPIs = []reportAPI{
+	{config.ReportAPIWGPolicy, PolicyReportGVK, ClusterPolicyReportGVK},
+	{config.ReportAPIOpenReports, ReportGVK, ClusterReportGVK},
+}
+
+// kind is the report kind for namespace ("": the cluster-scoped one).
+func (a reportAPI) kind(namespace string) schema.GroupVersionKind {
+	if namespace == "" {
+		return a.cluster
+	}
+	return a.namespaced
+}
+
+// reportWriter keeps one report per namespace with violations (and a
+// cluster-scoped one for cluster-scoped objects) in line with the audit's
+// state, in each report API selected (audit.reportAPI) and installed, and
+// deletes a report once its namespace is clean. It runs only on the leader,
+// and writes nothing in an API whose CRDs are not installed.
 type reportWriter struct {
 	client client.Client
 	mapper meta.RESTMapper
 	state  *state
 	// initial is closed once the initial audit is over; settings returns
-	// the audit settings in force (interval, results per report).
+	// the audit settings in force (interval, results per report, API).
 	initial  <-chan struct{}
 	settings func() config.Audit
 
 	// installed says, for each report kind found out about, whether its
 	// CRD is installed.
 	installed map[schema.GroupVersionKind]bool
+	// listed says, for each installed and selected report kind, that its
+	// existing reports were listed: again when it is selected anew.
+	listed map[schema.GroupVersionKind]bool
+	// selected is audit.reportAPI as last applied.
+	selected config.ReportAPI
 	// written is the hash of each report written (or found) by this
-	// process, so that an unchanged report is not written again.
-	written map[string]string
+	// process, by API and namespace, so that an unchanged report is not
+	// written again.
+	written map[writtenKey]string
+}
+
+type writtenKey struct {
+	api       config.ReportAPI
+	namespace string
 }
 
 // Start implements manager.Runnable.
 func (w *reportWriter) Start(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName(Name)
 	w.installed = map[schema.GroupVersionKind]bool{}
-	w.written = map[string]string{}
+	w.written = map[writtenKey]string{}
+	w.listed = map[schema.GroupVersionKind]bool{}
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-w.initial:
 	}
+	w.selected = w.settings().ReportAPI
 	w.discover(ctx, log)
 	for {
 		recheck := time.NewTimer(w.settings().Interval.Duration)
@@ -97,6 +140,11 @@ func (w *reportWriter) Start(ctx context.Context) error {
 			return nil
 		case <-time.After(settle):
 		}
+		if api := w.settings().ReportAPI; api != w.selected {
+			log.Info("Report API changed", "from", w.selected, "to", api)
+			w.selected = api
+			w.discover(ctx, log)
+		}
 		limit := w.settings().MaxReportResults
 		for ns, entries := range w.state.takeDirty() {
 			err := w.sync(ctx, ns, entries, limit)
@@ -114,58 +162,112 @@ func (w *reportWriter) Start(ctx context.Context) error {
 	}
 }
 
+// isSelected says whether audit.reportAPI asks for api.
+func (w *reportWriter) isSelected(api reportAPI) bool {
+	return w.selected == "" || w.selected == config.ReportAPIAuto || w.selected == api.name
+}
+
 // discover finds out whether the report CRDs are installed (one log line
 // when that changes) and, when a CRD appears, which reports already exist:
 // their namespaces are reconciled with the audit's state, so that a report
-// left by an earlier leader for a namespace now clean is deleted.
+// left by an earlier leader for a namespace now clean is deleted. Reports
+// of an installed API that audit.reportAPI no longer selects are deleted.
 func (w *reportWriter) discover(ctx context.Context, log logr.Logger) {
-	for _, gvk := range []schema.GroupVersionKind{PolicyReportGVK, ClusterPolicyReportGVK} {
-		_, err := w.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		installed := err == nil
-		if err != nil && !meta.IsNoMatchError(err) {
-			log.Error(err, "Cannot tell whether the report CRD is installed", "kind", gvk.String())
-			continue
-		}
-		if was, known := w.installed[gvk]; known && was == installed {
-			continue
-		}
-		w.installed[gvk] = installed
-		if !installed {
-			log.Info("Report CRD not installed: reports skipped (the violations gauge and Events are unaffected)", "kind", gvk.String())
-			continue
-		}
-		log.Info("Report CRD installed: writing reports", "kind", gvk.String())
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := w.client.List(ctx, list, client.MatchingLabels{ManagedByLabel: managedBy}); err != nil {
-			log.Error(err, "Listing existing reports", "kind", gvk.String())
-		}
-		var namespaces []string
-		for _, r := range list.Items {
-			if r.GetName() == ReportName {
-				w.written[r.GetNamespace()] = "unknown"
-				namespaces = append(namespaces, r.GetNamespace())
+	for _, api := range reportAPIs {
+		selected := w.isSelected(api)
+		for _, gvk := range []schema.GroupVersionKind{api.namespaced, api.cluster} {
+			_, err := w.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			installed := err == nil
+			if err != nil && !meta.IsNoMatchError(err) {
+				log.Error(err, "Cannot tell whether the report CRD is installed", "kind", gvk.String())
+				continue
 			}
+			was, known := w.installed[gvk]
+			w.installed[gvk] = installed
+			if !installed {
+				if !known || was {
+					log.Info("Report CRD not installed: reports skipped (the violations gauge and Events are unaffected)", "kind", gvk.String())
+				}
+				continue
+			}
+			if !selected {
+				w.deleteAll(ctx, log, api, gvk)
+				continue
+			}
+			if known && was && w.listed[gvk] {
+				continue
+			}
+			w.listed[gvk] = true
+			log.Info("Report CRD installed: writing reports", "kind", gvk.String(), "reportAPI", w.selected)
+			list := &unstructured.UnstructuredList{}
+			list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			if err := w.client.List(ctx, list, client.MatchingLabels{ManagedByLabel: managedBy}); err != nil {
+				log.Error(err, "Listing existing reports", "kind", gvk.String())
+			}
+			var namespaces []string
+			for _, r := range list.Items {
+				if r.GetName() == ReportName {
+					w.written[writtenKey{api.name, r.GetNamespace()}] = "unknown"
+					namespaces = append(namespaces, r.GetNamespace())
+				}
+			}
+			// Namespaces with violations are dirty already, or about to be.
+			w.state.markDirty(namespaces...)
+			w.state.markAllDirty()
 		}
-		// Namespaces with violations are dirty already, or about to be.
-		w.state.markDirty(namespaces...)
-		w.state.markAllDirty()
 	}
 }
 
-// sync writes namespace's report (namespace "" is the ClusterPolicyReport),
-// or deletes it when nothing is left to report.
+// deleteAll deletes the audit's reports of kind gvk: its API is installed
+// but no longer selected.
+func (w *reportWriter) deleteAll(ctx context.Context, log logr.Logger, api reportAPI, gvk schema.GroupVersionKind) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+	if err := w.client.List(ctx, list, client.MatchingLabels{ManagedByLabel: managedBy}); err != nil {
+		log.Error(err, "Listing the reports of an API no longer selected", "kind", gvk.String())
+		return
+	}
+	for i := range list.Items {
+		r := &list.Items[i]
+		if r.GetName() != ReportName {
+			continue
+		}
+		if err := client.IgnoreNotFound(w.client.Delete(ctx, r)); err != nil {
+			log.Error(err, "Deleting a report of an API no longer selected", "kind", gvk.String(), "namespace", r.GetNamespace())
+			continue
+		}
+		log.Info("Deleted a report of an API no longer selected (audit.reportAPI)", "kind", gvk.String(), "namespace", r.GetNamespace())
+	}
+	for k := range w.written {
+		if k.api == api.name && (k.namespace == "") == (gvk == api.cluster) {
+			delete(w.written, k)
+		}
+	}
+	delete(w.listed, gvk)
+}
+
+// sync writes namespace's report (namespace "": the cluster-scoped one) in
+// each API selected and installed, or deletes it when nothing is left to
+// report. The first error is returned, after every API was tried.
 func (w *reportWriter) sync(ctx context.Context, namespace string, entries []entry, limit int) error {
-	gvk := PolicyReportGVK
-	if namespace == "" {
-		gvk = ClusterPolicyReportGVK
+	var first error
+	for _, api := range reportAPIs {
+		if !w.isSelected(api) || !w.installed[api.kind(namespace)] {
+			continue
+		}
+		if err := w.syncAPI(ctx, api, namespace, entries, limit); err != nil && first == nil {
+			first = err
+		}
 	}
-	if !w.installed[gvk] {
-		return nil
-	}
-	report := buildReport(gvk, namespace, entries, limit)
+	return first
+}
+
+func (w *reportWriter) syncAPI(ctx context.Context, api reportAPI, namespace string, entries []entry, limit int) error {
+	key := writtenKey{api.name, namespace}
+	gvk := api.kind(namespace)
+	report := buildReport(api, namespace, entries, limit)
 	if report == nil {
-		if w.written[namespace] == "" {
+		if w.written[key] == "" {
 			return nil
 		}
 		u := &unstructured.Unstructured{}
@@ -175,7 +277,7 @@ func (w *reportWriter) sync(ctx context.Context, namespace string, entries []ent
 		if err := client.IgnoreNotFound(w.client.Delete(ctx, u)); err != nil {
 			return err
 		}
-		delete(w.written, namespace)
+		delete(w.written, key)
 		return nil
 	}
 	data, err := json.Marshal(report.Object)
@@ -184,21 +286,21 @@ func (w *reportWriter) sync(ctx context.Context, namespace string, entries []ent
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
-	if w.written[namespace] == hash {
+	if w.written[key] == hash {
 		return nil
 	}
 	if err := w.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(report),
 		client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
 		return err
 	}
-	w.written[namespace] = hash
+	w.written[key] = hash
 	return nil
 }
 
-// buildReport renders entries as a report: at most limit results, failures
-// first, then by policy, kind and name; the summary counts every result. It
-// returns nil when there is nothing to report.
-func buildReport(gvk schema.GroupVersionKind, namespace string, entries []entry, limit int) *unstructured.Unstructured {
+// buildReport renders entries as a report of api: at most limit results,
+// failures first, then by policy, kind and name; the summary counts every
+// result. It returns nil when there is nothing to report.
+func buildReport(api reportAPI, namespace string, entries []entry, limit int) *unstructured.Unstructured {
 	type row struct {
 		ref objectRef
 		v   violation
@@ -262,7 +364,17 @@ func buildReport(gvk schema.GroupVersionKind, namespace string, entries []entry,
 		},
 		"results": results,
 	}}
-	u.SetGroupVersionKind(gvk)
+	if api.name == config.ReportAPIOpenReports {
+		// The report's own source, and the contract OpenReports has for a
+		// capped report: at most maxResults results, and only failures and
+		// warnings listed (passes are counted in the summary).
+		u.Object["source"] = managedBy
+		u.Object["configuration"] = map[string]any{"limits": map[string]any{
+			"maxResults":   int64(limit),
+			"statusFilter": []any{"fail", "warn"},
+		}}
+	}
+	u.SetGroupVersionKind(api.kind(namespace))
 	u.SetNamespace(namespace)
 	u.SetName(ReportName)
 	u.SetLabels(map[string]string{ManagedByLabel: managedBy})

@@ -27,6 +27,7 @@
 //	audit:
 //	  interval: 5m
 //	  maxReportResults: 100
+//	  reportAPI: Auto
 //
 // Every field is optional except apiVersion and kind; what is left out keeps
 // its built-in default. Unknown fields, unknown policy IDs and invalid values
@@ -78,7 +79,26 @@ type Audit struct {
 	// MaxReportResults caps the results listed in one PolicyReport; the
 	// report's summary still counts every result.
 	MaxReportResults int `json:"maxReportResults,omitempty"`
+	// ReportAPI is the report API the audit writes: Auto (each of
+	// wgpolicyk8s.io and openreports.io whose CRDs the cluster serves, both
+	// when both), wgpolicyk8s.io or openreports.io.
+	ReportAPI ReportAPI `json:"reportAPI,omitempty"`
 }
+
+// ReportAPI names the API of the audit's reports.
+type ReportAPI string
+
+const (
+	// ReportAPIAuto writes every report API the cluster serves.
+	ReportAPIAuto ReportAPI = "Auto"
+	// ReportAPIWGPolicy is wgpolicyk8s.io/v1alpha2 PolicyReport and
+	// ClusterPolicyReport (Kyverno, Policy Reporter).
+	ReportAPIWGPolicy ReportAPI = "wgpolicyk8s.io"
+	// ReportAPIOpenReports is openreports.io/v1alpha1 Report and
+	// ClusterReport (Kyverno since 1.15 behind a flag, Policy Reporter
+	// since 3.2).
+	ReportAPIOpenReports ReportAPI = "openreports.io"
+)
 
 const (
 	// DefaultAuditInterval is audit.interval's default.
@@ -143,7 +163,7 @@ func Default() *PolicyConfiguration {
 		Kind:       Kind,
 		Mode:       policy.Enforce,
 		Policies:   policies,
-		Audit:      Audit{Interval: metav1.Duration{Duration: DefaultAuditInterval}, MaxReportResults: DefaultMaxReportResults},
+		Audit:      Audit{Interval: metav1.Duration{Duration: DefaultAuditInterval}, MaxReportResults: DefaultMaxReportResults, ReportAPI: ReportAPIAuto},
 	}
 }
 
@@ -326,6 +346,12 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 	}
 	if n := c.Audit.MaxReportResults; n < 1 || n > MaxReportResultsLimit {
 		errs = append(errs, field.Invalid(a.Child("maxReportResults"), n, fmt.Sprintf("must be between 1 and %d", MaxReportResultsLimit)))
+	}
+	switch c.Audit.ReportAPI {
+	case ReportAPIAuto, ReportAPIWGPolicy, ReportAPIOpenReports:
+	default:
+		errs = append(errs, field.NotSupported(a.Child("reportAPI"), c.Audit.ReportAPI,
+			[]ReportAPI{ReportAPIAuto, ReportAPIWGPolicy, ReportAPIOpenReports}))
 	}
 	return errs
 }

@@ -68,6 +68,10 @@ audit:
 			wantErr: "audit.maxReportResults: Invalid value: 0: must be between 1 and 500"},
 		{name: "too many report results", file: header + "audit:\n  maxReportResults: 501\n",
 			wantErr: "audit.maxReportResults: Invalid value: 501"},
+		{name: "report API", file: header + "audit:\n  reportAPI: openreports.io\n",
+			want: func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIOpenReports }},
+		{name: "unknown report API", file: header + "audit:\n  reportAPI: policyreports\n",
+			wantErr: `audit.reportAPI: Unsupported value: "policyreports": supported values: "Auto", "wgpolicyk8s.io", "openreports.io"`},
 		{name: "unknown audit field", file: header + "audit:\n  intervall: 1m\n",
 			wantErr: `unknown field "audit.intervall"`},
 		{name: "a pod selector list replaces the default list whole", file: header + `policies:

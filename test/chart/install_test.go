@@ -72,7 +72,7 @@ func startCluster(t *testing.T) *cluster {
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths: []string{
 			filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds"),
-			filepath.Join(repoRoot, "test", "crds"), // PolicyReports
+			filepath.Join(chartDir, "files", "crds"), // PolicyReports and OpenReports, as upstream publishes them
 		},
 		ErrorIfCRDPathMissing: true,
 	}

@@ -534,6 +534,7 @@ func TestRBAC(t *testing.T) {
 			rule("events.k8s.io", "events", "create", "patch"),
 			rule("", "events", "list"),
 			rule("wgpolicyk8s.io", "policyreports,clusterpolicyreports", "list", "create", "patch", "delete"),
+			rule("openreports.io", "reports,clusterreports", "list", "create", "patch", "delete"),
 			rule("admissionregistration.k8s.io", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "list", "watch"),
 			rule("authentication.k8s.io", "tokenreviews", "create"),
 			rule("authorization.k8s.io", "subjectaccessreviews", "create"),

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
@@ -99,9 +100,14 @@ func violations(id policy.ID, namespace, kind string) func() float64 {
 
 // policyReport polls the namespace's PolicyReport.
 func policyReport(ctx context.Context, namespace string) func() (*unstructured.Unstructured, error) {
+	return report(ctx, audit.PolicyReportGVK, namespace)
+}
+
+// report polls the namespace's report of kind gvk.
+func report(ctx context.Context, gvk schema.GroupVersionKind, namespace string) func() (*unstructured.Unstructured, error) {
 	return func() (*unstructured.Unstructured, error) {
 		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(audit.PolicyReportGVK)
+		u.SetGroupVersionKind(gvk)
 		err := k8s.Get(ctx, types.NamespacedName{Namespace: namespace, Name: audit.ReportName}, u)
 		return u, err
 	}
@@ -206,19 +212,27 @@ var _ = Describe("background audit", func() {
 		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(settle).Should(Equal(1.0))
 		Eventually(violations("kube-vip-ipvs-backends", ns, "DaemonSet")).WithTimeout(settle).Should(Equal(1.0))
 
-		By("the namespace's PolicyReport lists both")
-		Eventually(func(g Gomega) {
-			r, err := policyReport(ctx, ns)()
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(resultsOf(r)).To(ConsistOf(
-				reportResult{"host-network-endpoint", "fail", "mutate", "Pod", ns, unrewritten.Name},
-				// The DaemonSet's pods (hostNetwork) will be rewritten.
-				reportResult{"host-network-endpoint", "fail", "mutate", "DaemonSet", ns, kubeVIP.Name},
-				reportResult{"kube-vip-ipvs-backends", "fail", "deny", "DaemonSet", ns, kubeVIP.Name},
-			))
-			g.Expect(summaryOf(r, "fail")).To(Equal(int64(3)))
-			g.Expect(r.GetLabels()).To(HaveKeyWithValue(audit.ManagedByLabel, "endpoint-policy"))
-		}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
+		By("the namespace's PolicyReport and OpenReports Report (both CRDs, as upstream publishes them, are installed) list both")
+		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			Eventually(func(g Gomega) {
+				r, err := report(ctx, gvk, ns)()
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(resultsOf(r)).To(ConsistOf(
+					reportResult{"host-network-endpoint", "fail", "mutate", "Pod", ns, unrewritten.Name},
+					// The DaemonSet's pods (hostNetwork) will be rewritten.
+					reportResult{"host-network-endpoint", "fail", "mutate", "DaemonSet", ns, kubeVIP.Name},
+					reportResult{"kube-vip-ipvs-backends", "fail", "deny", "DaemonSet", ns, kubeVIP.Name},
+				))
+				g.Expect(summaryOf(r, "fail")).To(Equal(int64(3)))
+				g.Expect(r.GetLabels()).To(HaveKeyWithValue(audit.ManagedByLabel, "endpoint-policy"))
+			}).WithTimeout(settle).WithPolling(polling).Should(Succeed(), gvk.String())
+		}
+		r, err := report(ctx, audit.ReportGVK, ns)()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Object).To(HaveKeyWithValue("source", "endpoint-policy"))
+		Expect(r.Object).To(HaveKeyWithValue("configuration", HaveKeyWithValue("limits", SatisfyAll(
+			HaveKeyWithValue("maxResults", BeNumerically("==", 100)),
+			HaveKeyWithValue("statusFilter", ConsistOf("fail", "warn"))))))
 
 		By("one Event per violation, not one per audit round")
 		Eventually(auditEvents(ctx, ns, unrewritten.UID)).WithTimeout(settle).Should(HaveLen(1))
@@ -249,8 +263,32 @@ var _ = Describe("background audit", func() {
 		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(settle).Should(BeZero())
 		Eventually(violations("kube-vip-ipvs-backends", ns, "DaemonSet")).WithTimeout(settle).Should(BeZero())
 		Eventually(violations("host-network-endpoint", ns, "DaemonSet")).WithTimeout(settle).Should(BeZero())
-		Eventually(func() error { _, err := policyReport(ctx, ns)(); return err }).WithTimeout(settle).
-			Should(Satisfy(apierrors.IsNotFound), "a clean namespace has no report")
+		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			Eventually(func() error { _, err := report(ctx, gvk, ns)(); return err }).WithTimeout(settle).
+				Should(Satisfy(apierrors.IsNotFound), "a clean namespace has no report: %s", gvk)
+		}
+	})
+
+	It("writes the report API audit.reportAPI selects, and deletes its reports of the other", func(ctx context.Context) {
+		ns := newNamespace(ctx, nil)
+		unrewritten := pod(ns, true, nil)
+		withoutWebhooks(ctx, func() { Expect(k8s.Create(ctx, unrewritten)).To(Succeed()) })
+		exists := func(gvk schema.GroupVersionKind) func() error {
+			return func() error { _, err := report(ctx, gvk, ns)(); return err }
+		}
+		By("Auto: both APIs are served, both are written")
+		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Succeed())
+		Eventually(exists(audit.ReportGVK)).WithTimeout(settle).Should(Succeed())
+
+		By("openreports.io: the PolicyReport goes, the Report stays")
+		useConfig(func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIOpenReports })
+		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Satisfy(apierrors.IsNotFound))
+		Consistently(exists(audit.ReportGVK)).WithTimeout(2 * time.Second).Should(Succeed())
+
+		By("wgpolicyk8s.io: the other way round")
+		useConfig(func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIWGPolicy })
+		Eventually(exists(audit.ReportGVK)).WithTimeout(settle).Should(Satisfy(apierrors.IsNotFound))
+		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Succeed())
 	})
 
 	It("does not announce a violation again after a restart or a change of leader", func(ctx context.Context) {

@@ -89,7 +89,7 @@ var _ = BeforeSuite(func() {
 			Paths: []string{filepath.Join("..", "..", "config", "webhook")},
 		},
 		// The PolicyReport CRDs, which the background audit writes to.
-		CRDDirectoryPaths:     []string{filepath.Join("..", "crds")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "charts", "endpoint-policy", "files", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	// The API server's audit log, to see the audit annotations that
