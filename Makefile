@@ -180,6 +180,28 @@ demo: envtest build ## Run the local demo: a real API server, the webhook, the e
 build: ## Build bin/endpoint-policy.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o "$(LOCALBIN)/endpoint-policy" ./cmd/endpoint-policy
 
+# make image: the OCI image, built without a container engine (hack/image,
+# go-containerregistry) into IMAGE_DIR: oci/ (OCI layout, tag = IMG's) and
+# endpoint-policy.tar (docker archive: docker load, kind load image-archive,
+# ctr import).
+IMAGE_DIR ?= $(LOCALBIN)/image
+IMAGE_CREATED ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: image
+image: build ## Build the OCI image without a container engine into bin/image/ (OCI layout and docker archive).
+	cd hack/image && go run . --binary "$(LOCALBIN)/endpoint-policy" --out "$(IMAGE_DIR)" --tag "$(IMG)" \
+		--version "$(VERSION)" --revision "$(COMMIT)" --created "$(IMAGE_CREATED)"
+
+.PHONY: image-tools
+image-tools: ## Install runc and umoci (Debian packages) when missing: make image-test runs the image with them.
+	@command -v runc >/dev/null && command -v umoci >/dev/null || { \
+		echo ">> installing runc and umoci (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null; }
+
+.PHONY: image-test
+image-test: envtest image-tools ## Build the image, unpack it with umoci and run it with runc (root, host network, loopback only): --version, and serve ready against the envtest API server.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -count=1 -v ./test/image/
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .

@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return agentCommand(args[1:], stderr)
 	case "check":
 		return checkCommand(args[1:], os.Stdin, stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.Get())
 		return 0
 	case "-h", "-help", "--help", "help":

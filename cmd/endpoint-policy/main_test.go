@@ -52,6 +52,7 @@ func TestRun(t *testing.T) {
 		{name: "unknown command", args: []string{"serv"}, wantCode: 2, wantStderr: `unknown command "serv"`},
 		{name: "help", args: []string{"--help"}, wantCode: 0, wantStdout: "endpoint-policy serve"},
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "endpoint-policy "},
+		{name: "--version", args: []string{"--version"}, wantCode: 0, wantStdout: "endpoint-policy "},
 		{name: "unknown flag", args: []string{"serve", "--webhook-prot=9443"}, wantCode: 2,
 			wantStderr: "flag provided but not defined: -webhook-prot"},
 		{name: "bad flag value", args: []string{"serve", "--webhook-port=https"}, wantCode: 2,

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	sigsjson "sigs.k8s.io/json"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/proctest"
 )
 
 var (
@@ -80,17 +81,9 @@ func TestMain(m *testing.M) {
 	// sources in other processes, which go test's result cache cannot see:
 	// reading them here makes a change to any of them run the tests again
 	// instead of reporting a cached pass.
-	for _, dir := range []string{chartDir, configDir, filepath.Join(repoRoot, "cmd"), filepath.Join(repoRoot, "internal")} {
-		if err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			_, err = os.ReadFile(path)
-			return err
-		}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
+	if err := proctest.ReadTree(chartDir, configDir, filepath.Join(repoRoot, "cmd"), filepath.Join(repoRoot, "internal")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	var err error
 	if helmHomeDir, err = os.MkdirTemp("", "endpoint-policy-helm-"); err != nil {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/proctest"
 )
 
 // serveInstalled runs `endpoint-policy serve` with exactly what the chart
@@ -57,7 +58,7 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 			g.Expect(os.WriteFile(filepath.Join(path, name), data, 0o600)).To(gomega.Succeed())
 		}
 	}
-	webhookPort, healthAddr, metricsAddr := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	webhookPort, healthAddr, metricsAddr := proctest.FreePort(t), fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	mounts := map[string]string{}
 	for _, vm := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
 		mounts[vm.MountPath] = map[string]string{"tls": certDir, "config": configDir, "webhooks": webhooksDir}[vm.Name]
@@ -105,20 +106,7 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 		}
 	})
 
-	g.Eventually(func() (int, error) {
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
-			return 0, gomega.StopTrying(fmt.Sprintf("the server exited (%v) with the chart's arguments", err))
-		default:
-		}
-		resp, err := http.Get("http://" + healthAddr + "/readyz")
-		if err != nil {
-			return 0, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode, nil
-	}, 30*time.Second, 100*time.Millisecond).Should(gomega.Equal(http.StatusOK), "the server never became ready")
+	proctest.Ready(t, "http://"+healthAddr+"/readyz", exited, 30*time.Second, "the server with the chart's arguments")
 
 	roots := x509.NewCertPool()
 	g.Expect(roots.AppendCertsFromPEM(caBundle)).To(gomega.BeTrue())
@@ -210,14 +198,4 @@ func (c *cluster) checkMetricsAuth(t *testing.T, addr string) func() (string, er
 		body, err := io.ReadAll(resp.Body)
 		return string(body), err
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
