@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -73,6 +74,7 @@ func startCluster(t *testing.T) *cluster {
 		CRDDirectoryPaths: []string{
 			filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds"),
 			filepath.Join(chartDir, "files", "crds"), // PolicyReports and OpenReports, as upstream publishes them
+			filepath.Join("testdata", "crds"),        // prometheus-operator's ServiceMonitor and PrometheusRule
 		},
 		ErrorIfCRDPathMissing: true,
 	}
@@ -281,8 +283,9 @@ func TestInstall(t *testing.T) {
 		c.expectGone(t, m)
 	})
 
-	// Every optional object is accepted by the API server too (the
-	// ServiceMonitor aside: prometheus-operator's CRD is not installed here).
+	// Every optional object is accepted by the API server too: the
+	// ServiceMonitor and PrometheusRule by prometheus-operator's CRDs
+	// (testdata/crds), the dashboard ConfigMap.
 	t.Run("optional values", func(t *testing.T) {
 		values := writeValues(t, `
 certManager: {issuerRef: {name: corp-ca, kind: ClusterIssuer}}
@@ -294,6 +297,9 @@ imagePullSecrets: [{name: regcred}]
 tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 hostNetwork: true
 webhook: {namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, values: [sandbox]}]}}
+serviceMonitor: {enabled: true, interval: 30s, labels: {release: kube-prometheus-stack}}
+prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}
+dashboards: {enabled: true, annotations: {grafana_folder: Kubernetes}}
 `)
 		c.uninstallOnFailure(t, "ep-options", "options")
 		out, err := helmAt(t, repoRoot, c.kubeconfig, "install", "ep-options", "./charts/endpoint-policy",
@@ -306,6 +312,17 @@ webhook: {namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, va
 		if s := d.Spec.Template.Spec; !s.HostNetwork || s.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
 			t.Errorf("installed with hostNetwork: %v, dnsPolicy %q", s.HostNetwork, s.DNSPolicy)
 		}
+		for _, gvk := range []schema.GroupVersionKind{
+			{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"},
+			{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"},
+		} {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(gvk)
+			if err := c.k8s.Get(t.Context(), client.ObjectKey{Namespace: "options", Name: "ep-options-endpoint-policy"}, u); err != nil {
+				t.Errorf("%s not installed: %v", gvk.Kind, err)
+			}
+		}
+		c.get(t, client.ObjectKey{Namespace: "options", Name: "ep-options-endpoint-policy-dashboard"}, &corev1.ConfigMap{})
 		if _, err := helmAt(t, repoRoot, c.kubeconfig, "uninstall", "ep-options", "-n", "options"); err != nil {
 			t.Fatalf("uninstall: %v", err)
 		}
