@@ -38,6 +38,11 @@ type Descriptor struct {
 	// DefaultMode is the policy's mode when the configuration does not set
 	// one.
 	DefaultMode Mode
+	// Severity is how much a violation matters (the audit's report
+	// results; Policy Reporter's minimumSeverity filters on it).
+	Severity Severity
+	// Category groups the policy with others in report viewers.
+	Category string
 	// Summary says in one Markdown sentence what the policy finds (the
 	// README's policy table).
 	Summary string
@@ -53,6 +58,28 @@ type Descriptor struct {
 	// nil).
 	New func(Settings) (Rule, error)
 }
+
+// Severity is a report result's severity, in the values of the
+// wgpolicyk8s.io and openreports.io report APIs.
+type Severity string
+
+const (
+	SeverityCritical Severity = "critical"
+	SeverityHigh     Severity = "high"
+	SeverityMedium   Severity = "medium"
+	SeverityLow      Severity = "low"
+	SeverityInfo     Severity = "info"
+)
+
+// Categories of the policies, for report viewers.
+const (
+	// CategoryAPIEndpoint: how components reach the API server.
+	CategoryAPIEndpoint = "API server endpoint"
+	// CategoryControlPlane: how the API servers run and advertise themselves.
+	CategoryControlPlane = "Control plane"
+	// CategoryNodeLifecycle: components on nodes that come and go.
+	CategoryNodeLifecycle = "Node lifecycle"
+)
 
 // Doc is the path of the policy's doc page in the repository.
 func (d Descriptor) Doc() string { return "docs/policies/" + string(d.ID) + ".md" }

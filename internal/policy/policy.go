@@ -84,6 +84,9 @@ type Cluster interface {
 type Finding struct {
 	// Field points at the offending part of the object.
 	Field *field.Path
+	// Rule names the check within the policy that found it (which probe,
+	// which advisory): the rule of the audit's report results.
+	Rule string
 	// Message is a complete sentence for a human, without the "[<id>] " prefix,
 	// written as the change or the problem ("set KUBERNETES_SERVICE_HOST=..."
 	// for a mutation, the problem and its fix for a violation).

@@ -36,6 +36,14 @@ func TestDescriptors(t *testing.T) {
 			if !d.DefaultMode.Valid() || d.Summary == "" || d.New == nil {
 				t.Errorf("incomplete descriptor: default mode %q, summary %q, constructor set %v", d.DefaultMode, d.Summary, d.New != nil)
 			}
+			switch d.Severity {
+			case policy.SeverityCritical, policy.SeverityHigh, policy.SeverityMedium, policy.SeverityLow, policy.SeverityInfo:
+			default:
+				t.Errorf("severity %q is not one the report APIs know", d.Severity)
+			}
+			if d.Category == "" {
+				t.Error("no category: report viewers would file it under Other")
+			}
 			var settings policy.Settings
 			if d.DefaultSettings != nil {
 				settings = d.DefaultSettings()
@@ -80,10 +88,10 @@ func TestNewWithForeignSettings(t *testing.T) {
 // PolicyTable renders the README's policy table from the registry.
 func policyTable() string {
 	var b strings.Builder
-	b.WriteString("| ID | What | Effect | Default mode | Code | Doc |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| ID | What | Effect | Default mode | Severity | Category | Code | Doc |\n|---|---|---|---|---|---|---|---|\n")
 	for _, d := range registry.Policies {
-		fmt.Fprintf(&b, "| `%s` | %s | %s | `%s` | [%s](%s) | [%s](%s) |\n",
-			d.ID, d.Summary, d.Effect, d.DefaultMode, strings.TrimPrefix(d.Package, "internal/"), d.Package, d.Doc(), d.Doc())
+		fmt.Fprintf(&b, "| `%s` | %s | %s | `%s` | %s | %s | [%s](%s) | [%s](%s) |\n",
+			d.ID, d.Summary, d.Effect, d.DefaultMode, d.Severity, d.Category, strings.TrimPrefix(d.Package, "internal/"), d.Package, d.Doc(), d.Doc())
 	}
 	return b.String()
 }

@@ -32,10 +32,25 @@ const (
 )
 
 // AdvertiseAddressDescriptor describes the policy to the registry.
+// The checks of apiserver-advertise-address (report results' rule).
+const (
+	// RuleClusterConfiguration: advertise-address in the cluster-wide
+	// ClusterConfiguration, which every control-plane node then shares.
+	RuleClusterConfiguration = "cluster-wide-advertise-address"
+	// RuleNotNodeAddress: a kube-apiserver advertising an address that is
+	// not its node's.
+	RuleNotNodeAddress = "address-not-of-node"
+	// RuleSharedAddress: kube-apiservers on different nodes advertising one
+	// address.
+	RuleSharedAddress = "address-shared"
+)
+
 var AdvertiseAddressDescriptor = policy.Descriptor{
 	ID:          AdvertiseAddressID,
 	Effect:      policy.Validating,
 	DefaultMode: policy.Enforce,
+	Severity:    policy.SeverityHigh,
+	Category:    policy.CategoryControlPlane,
 	Summary: "`advertise-address` in the cluster-wide kubeadm `ClusterConfiguration` (`kube-system/kubeadm-config`); " +
 		"kube-apiserver pods whose `--advertise-address` is not their node's or is used on another node",
 	Package: "internal/policy/apiserver",
@@ -96,7 +111,7 @@ func (AdvertiseAddressRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 func checkClusterConfigurationYAML(doc string, fldPath *field.Path) []policy.Finding {
 	var cfg map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
-		return []policy.Finding{{Field: fldPath, Message: fmt.Sprintf("cannot be parsed as a kubeadm ClusterConfiguration: %v", err)}}
+		return []policy.Finding{{Field: fldPath, Rule: RuleClusterConfiguration, Message: fmt.Sprintf("cannot be parsed as a kubeadm ClusterConfiguration: %v", err)}}
 	}
 	return checkClusterConfiguration(cfg, fldPath)
 }
@@ -124,7 +139,7 @@ func checkClusterConfiguration(cfg map[string]any, fldPath *field.Path) []policy
 			}
 		}
 	default:
-		findings = append(findings, policy.Finding{Field: argsPath,
+		findings = append(findings, policy.Finding{Field: argsPath, Rule: RuleClusterConfiguration,
 			Message: fmt.Sprintf("must be a map of flag names to values (kubeadm.k8s.io/v1beta3) or a list of {name, value} (v1beta4), got %T", extraArgs)})
 	}
 	return findings
@@ -132,6 +147,7 @@ func checkClusterConfiguration(cfg map[string]any, fldPath *field.Path) []policy
 
 func sharedArgFinding(at *field.Path, value any) policy.Finding {
 	return policy.Finding{
+		Rule:  RuleClusterConfiguration,
 		Field: at,
 		Message: fmt.Sprintf("advertise-address=%v in apiServer.extraArgs of the cluster-wide ClusterConfiguration makes every "+
 			"control-plane node that joins advertise this one address (kubespray #11423). Remove it and set each node's own "+
@@ -175,7 +191,7 @@ func checkPod(pod *corev1.Pod, cluster policy.Cluster) (findings []policy.Findin
 			applies = true
 			owns = nodeHasAddress(node, addr)
 			if !owns {
-				findings = append(findings, policy.Finding{Field: at,
+				findings = append(findings, policy.Finding{Field: at, Rule: RuleNotNodeAddress,
 					Message: fmt.Sprintf("--advertise-address %s is not an address of node %s (%s): other API servers and "+
 						"clients are sent to an address this API server is not on. Advertise the node's own address "+
 						"(kubeadm: localAPIEndpoint.advertiseAddress of this node's Init/JoinConfiguration)",
@@ -185,7 +201,7 @@ func checkPod(pod *corev1.Pod, cluster policy.Cluster) (findings []policy.Findin
 		if others, ok := cluster.APIServerPods(); ok {
 			applies = true
 			if peers := sameAddressOnOtherNodes(pod, addr, others); len(peers) > 0 && !owns {
-				findings = append(findings, policy.Finding{Field: at,
+				findings = append(findings, policy.Finding{Field: at, Rule: RuleSharedAddress,
 					Message: fmt.Sprintf("--advertise-address %s is already used by %s: "+
 						"control-plane nodes that share an advertise address send clients to one node only. This is what "+
 						"advertise-address in the kubeadm ClusterConfiguration's apiServer.extraArgs does (kubespray #11423); "+

@@ -20,6 +20,8 @@ var ProbeHostDescriptor = policy.Descriptor{
 	// kubeadm itself pins the probes to the node IP, which is fine with
 	// static addresses: users on DHCP switch this to Enforce.
 	DefaultMode: policy.Audit,
+	Severity:    policy.SeverityMedium,
+	Category:    policy.CategoryControlPlane,
 	Summary: "kube-apiserver liveness/readiness/startup probes whose `httpGet.host`/`tcpSocket.host` is a non-loopback IP literal " +
 		"(breaks when the node's DHCP address changes)",
 	Package: "internal/policy/apiserver",
@@ -55,6 +57,7 @@ func (ProbeHostRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	findings := make([]policy.Finding, 0, len(pinned))
 	for _, p := range pinned {
 		findings = append(findings, policy.Finding{
+			Rule:  p.probe,
 			Field: specPath.Child("containers").Index(p.container).Child(p.probe, p.handler, "host"),
 			Message: fmt.Sprintf("the %s of container %q targets the IP %s: when that address changes (a DHCP lease on the "+
 				"node) the probe fails and the kubelet restarts a healthy API server. Set the probe's host to the node's FQDN "+

@@ -61,10 +61,24 @@ const (
 )
 
 // Descriptor describes the policy to the registry.
+// The checks of host-network-endpoint (report results' rule).
+const (
+	// RuleServiceHostEnv: a container's KUBERNETES_SERVICE_HOST/_PORT to set
+	// or rewrite.
+	RuleServiceHostEnv = "service-host-env"
+	// RuleUnverified: a rewrite held back, the endpoint not verified on the
+	// pod's nodes.
+	RuleUnverified = "endpoint-unverified"
+	// RulePodTemplate: the rewrite a workload's pods will get.
+	RulePodTemplate = "pod-template"
+)
+
 var Descriptor = policy.Descriptor{
 	ID:          ID,
 	Effect:      policy.Mutating,
 	DefaultMode: policy.Enforce,
+	Severity:    policy.SeverityHigh,
+	Category:    policy.CategoryAPIEndpoint,
 	Summary: "hostNetwork pods get `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` pointing at the node-local API load balancer " +
 		"(`localhost:7443`) instead of a pinned control-plane IP, only where the node agent verified it on the pod's nodes",
 	Package:         "internal/policy/hostnetwork",
@@ -330,14 +344,14 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	}
 	endpoint, warning := verify(pod, v, r.fixed.endpoint)
 	if warning != "" {
-		return []policy.Finding{{Message: warning, Unverified: true}}, true
+		return []policy.Finding{{Rule: RuleUnverified, Message: warning, Unverified: true}}, true
 	}
 	if endpoint == r.fixed.endpoint {
 		return findings, true
 	}
 	tgt, err := targetOf(endpoint)
 	if err != nil {
-		return []policy.Finding{{Message: fmt.Sprintf("not rewritten: the verified endpoint %q is not host:port", endpoint), Unverified: true}}, true
+		return []policy.Finding{{Rule: RuleUnverified, Message: fmt.Sprintf("not rewritten: the verified endpoint %q is not host:port", endpoint), Unverified: true}}, true
 	}
 	return r.findings(pod, tgt), true
 }
@@ -362,7 +376,7 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 	if r.settings.Auto() {
 		// Which endpoint is not known before the nodes are: unverified, as
 		// a pod is offline.
-		return []policy.Finding{{Field: specPath, Template: true, Unverified: true,
+		return []policy.Finding{{Field: specPath, Rule: RulePodTemplate, Template: true, Unverified: true,
 			Message: "pods created from this template will be rewritten: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT pointed at the " +
 				"endpoint the node agent verified on their node (host: auto)"}}, true
 	}
@@ -372,7 +386,7 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 	}
 	out := make([]policy.Finding, len(findings))
 	for i, f := range findings {
-		out[i] = policy.Finding{Field: f.Field, Template: true,
+		out[i] = policy.Finding{Field: f.Field, Rule: RulePodTemplate, Template: true,
 			Message: "pods created from this template will be rewritten" + where + ": " + f.Message}
 	}
 	return out, true
@@ -382,6 +396,7 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 func (r *Rule) offline(findings []policy.Finding) []policy.Finding {
 	if r.settings.Auto() {
 		return []policy.Finding{{
+			Rule: RuleUnverified,
 			Message: "point KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT at the endpoint the node agent verified on the pod's node " +
 				"(host: auto): admission rewrites the pod only where one endpoint is verified on every node it can run on",
 			Unverified: true,
@@ -544,6 +559,7 @@ func (r *Rule) container(t target, c *corev1.Container, specPath *field.Path, li
 
 	return policy.Finding{
 		Field:       specPath.Child(list).Index(index).Child("env"),
+		Rule:        RuleServiceHostEnv,
 		Message:     fmt.Sprintf("set %s in %s %q", strings.Join(changes, ", "), kind, c.Name),
 		Patch:       ops,
 		Annotations: map[string]string{EndpointAnnotation: t.endpoint},

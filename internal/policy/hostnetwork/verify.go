@@ -177,14 +177,16 @@ func verify(pod *corev1.Pod, v Verifications, want string) (endpoint, warning st
 		fits := fitsNode(pod)
 		var matched bool
 		for n := range v.Nodes() {
-			if !fits(n.Node) {
-				continue
+			if fits(n.Node) {
+				matched = true
+				break
 			}
-			matched = true
-			if want == "" && n.Reported && !n.Report.Stale {
-				want = n.Report.Endpoint
-			}
-			break
+		}
+		if want == "" {
+			// host: auto: the first endpoint, in order, that a node the pod
+			// fits verified; not the first node's a cache lists, which would
+			// change the warning (and a report) from one call to the next.
+			want = firstVerifiedFitting(v, fits)
 		}
 		if !matched {
 			return "", "not rewritten: " + shown + " is not verified on any node: no known node matches the pod's nodeSelector, node affinity and tolerations"
@@ -208,6 +210,23 @@ func verify(pod *corev1.Pod, v Verifications, want string) (endpoint, warning st
 		shown = want
 	}
 	return "", fmt.Sprintf("not rewritten: %s is not verified on node(s) %s: %s", shown, nodeList(unverified), why(first, want))
+}
+
+// firstVerifiedFitting returns the first endpoint, sorted, that a node
+// fits admits verified: one node per endpoint is enough, so the cost is the
+// number of endpoints in the steady state, not of nodes.
+func firstVerifiedFitting(v Verifications, fits func(*corev1.Node) bool) string {
+	for _, g := range slices.Sorted(slices.Values(v.Groups())) {
+		if g == "" {
+			continue
+		}
+		for n := range v.NodesVerifying(g) {
+			if fits(n.Node) {
+				return g
+			}
+		}
+	}
+	return ""
 }
 
 // why renders a node's status and message for endpoint.

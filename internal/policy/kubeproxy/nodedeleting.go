@@ -23,6 +23,8 @@ var NodeDeletingDescriptor = policy.Descriptor{
 	ID:          NodeDeletingID,
 	Effect:      policy.Mutating,
 	DefaultMode: policy.Enforce,
+	Severity:    policy.SeverityInfo,
+	Category:    policy.CategoryNodeLifecycle,
 	Summary: "kube-proxy pods on a node tainted `ToBeDeletedByClusterAutoscaler` or being deleted get " +
 		"`endpoint-policy.io/node-deleting` and `endpoint-policy.io/node-deleting-since`, removed when the scale-down is cancelled " +
 		"(a controller, and admission for pods created bound to the node)",
@@ -176,6 +178,7 @@ func (r *NodeDeletingRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 		}
 		return []policy.Finding{{
 			Field:             annotations,
+			Rule:              "node-no-longer-deleting",
 			Message:           fmt.Sprintf("remove %s: node %q is no longer being deleted", strings.Join(remove, ", "), node.Name),
 			RemoveAnnotations: remove,
 		}}, true
@@ -199,6 +202,7 @@ func (r *NodeDeletingRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	sinceText := d.Since.Format(time.RFC3339)
 	return []policy.Finding{{
 		Field: annotations,
+		Rule:  "node-deleting",
 		Message: fmt.Sprintf("annotate %s=%s, %s=%s: node %q is being deleted, and kube-proxy fails /healthz there on purpose "+
 			"since Kubernetes v1.30 (KEP-3836), so this pod being unready is expected",
 			NodeDeletingAnnotation, d.Reason, NodeDeletingSinceAnnotation, sinceText, node.Name),

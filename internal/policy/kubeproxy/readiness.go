@@ -18,6 +18,8 @@ var ReadinessProbeDescriptor = policy.Descriptor{
 	// A /healthz readiness probe is a monitoring problem, not an outage:
 	// report it, do not block the DaemonSet.
 	DefaultMode: policy.Audit,
+	Severity:    policy.SeverityLow,
+	Category:    policy.CategoryNodeLifecycle,
 	Summary: "kube-proxy containers whose readinessProbe is an `httpGet` on `/healthz` " +
 		"(fails on purpose on nodes being deleted since v1.30; probe `/livez`)",
 	Package: "internal/policy/kubeproxy",
@@ -56,6 +58,7 @@ func (ReadinessProbeRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 		}
 		findings = append(findings, policy.Finding{
 			Field: specPath.Child("containers").Index(i).Child("readinessProbe", "httpGet", "path"),
+			Rule:  "readinessProbe",
 			Message: fmt.Sprintf("the readinessProbe of container %q is an httpGet on %s: since Kubernetes v1.30 (KEP-3836) kube-proxy "+
 				"fails /healthz on purpose on a node being deleted (taint %s or a deletionTimestamp), so the pod turns unready "+
 				"for an expected state and health checks report a failure. Probe /livez instead (as Gardener did), which keeps "+

@@ -23,6 +23,8 @@ var Descriptor = policy.Descriptor{
 	ID:          ID,
 	Effect:      policy.Validating,
 	DefaultMode: policy.Enforce,
+	Severity:    policy.SeverityHigh,
+	Category:    policy.CategoryControlPlane,
 	Summary: "kube-vip releases with known outage bugs, from an advisory table: v0.8.0–v0.8.9 with `cp_enable` and " +
 		"`lb_enable` (IPVS backends never re-added, kube-vip #875); v1.0.1–v1.0.3 with `svc_enable` (services VIP lost, " +
 		"kube-vip #1377); any kube-vip image, `kube-vip-iptables` and Rancher's mirrors included",
@@ -133,6 +135,7 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 			}
 			findings = append(findings, policy.Finding{
 				Field: specPath.Child("containers").Index(i).Child("image"),
+				Rule:  a.Reference,
 				Message: fmt.Sprintf("kube-vip %s with %s has a known bug (%s, %s): %s. Fix: %s",
 					tag, conditions(a.Env), a.Reference, a.Link, a.Problem, a.Fix),
 			})
