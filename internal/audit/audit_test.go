@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,37 +100,57 @@ func TestBuildReport(t *testing.T) {
 	mk := func(name string, passes int, vs ...violation) entry {
 		return entry{ref: *podRef("ns", name), violations: vs, passes: passes}
 	}
+	owned := func(name, owner string, vs ...violation) entry {
+		ref := *podRef("ns", name)
+		ref.OwnerAPIVersion, ref.OwnerKind, ref.OwnerName, ref.OwnerUID = "apps/v1", "DaemonSet", owner, types.UID("ds-"+owner)
+		return entry{ref: ref, violations: vs}
+	}
 	deny := func(id policy.ID) violation {
-		return violation{Policy: id, Mode: policy.Enforce, Action: policy.ActionDeny, Message: "[" + string(id) + "] bad", Since: since}
+		return violation{Policy: id, Mode: policy.Enforce, Action: policy.ActionDeny, Rule: "r1", Message: "[" + string(id) + "] bad", Since: since}
 	}
 	warn := func(id policy.ID) violation {
 		return violation{Policy: id, Mode: policy.Audit, Action: policy.ActionWarn, Message: "[" + string(id) + "] meh", Since: since}
 	}
-	many := make([]entry, 0, 1000)
+	var bare, daemonSet, mixed []entry
 	for i := range 1000 {
-		many = append(many, mk(fmt.Sprintf("p-%04d", i), 1, deny("host-network-endpoint")))
+		bare = append(bare, mk(fmt.Sprintf("p-%04d", i), 1, deny("host-network-endpoint")))
+		daemonSet = append(daemonSet, owned(fmt.Sprintf("cilium-%04d", i), "cilium", deny("host-network-endpoint")))
 	}
+	mixed = append(append(mixed, bare...), mk("kv", 0, warn("kube-vip-ipvs-backends")), mk("ap", 0, warn("apiserver-probe-host")))
 	tests := []struct {
 		name        string
 		entries     []entry
 		limit       int
 		wantNil     bool
 		wantSummary map[string]int64
-		wantResults []string // policy/result/name
-		wantOmitted string
+		wantResults []string // policy/result/kind/name/objects, in order; "..." skips the middle
+		wantScope   string
 	}{
 		{name: "nothing to report", entries: []entry{mk("a", 3)}, limit: 10, wantNil: true},
-		{name: "failures first, then by policy and name", limit: 10,
-			entries:     []entry{mk("b", 1, warn("x-policy")), mk("a", 0, deny("y-policy"), warn("a-policy")), mk("c", 2)},
-			wantSummary: map[string]int64{"pass": 3, "fail": 1, "warn": 2, "error": 0, "skip": 0},
-			wantResults: []string{"y-policy/fail/a", "a-policy/warn/a", "x-policy/warn/b"}},
-		{name: "1,000 failures: 100 listed, all counted", entries: many, limit: 100,
-			wantSummary: map[string]int64{"pass": 1000, "fail": 1000, "warn": 0, "error": 0, "skip": 0},
-			wantOmitted: "900"},
+		{name: "failures first, then by policy and name; passes are not listed, so not counted", limit: 10,
+			entries: []entry{mk("b", 1, warn("kube-proxy-readiness-probe")),
+				mk("a", 0, deny("kube-vip-ipvs-backends"), warn("apiserver-probe-host")), mk("c", 2)},
+			wantSummary: map[string]int64{"pass": 0, "fail": 1, "warn": 2, "error": 0, "skip": 0},
+			wantResults: []string{"kube-vip-ipvs-backends/fail/Pod/a/", "apiserver-probe-host/warn/Pod/a/", "kube-proxy-readiness-probe/warn/Pod/b/"}},
+		{name: "one object: the report's scope", limit: 10, entries: []entry{mk("a", 0, deny("kube-vip-ipvs-backends"), warn("apiserver-probe-host"))},
+			wantSummary: map[string]int64{"fail": 1, "warn": 1}, wantScope: "a"},
+		{name: "1,000 pods of a DaemonSet over the cap: one result about the DaemonSet", entries: daemonSet, limit: 100,
+			wantSummary: map[string]int64{"fail": 1},
+			wantResults: []string{"host-network-endpoint/fail/DaemonSet/cilium/1000"}, wantScope: "cilium?"},
+		{name: "1,000 bare pods over the cap: 99 listed, the 100th counts the other 901", entries: bare, limit: 100,
+			wantSummary: map[string]int64{"fail": 100},
+			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/", "...", "host-network-endpoint/fail/Pod/p-0099/901"}},
+		{name: "a cap never hides a (policy, result) pair", entries: mixed, limit: 100,
+			wantSummary: map[string]int64{"fail": 98, "warn": 2},
+			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/", "...", "host-network-endpoint/fail/Pod/p-0097/903",
+				"apiserver-probe-host/warn/Pod/ap/", "kube-vip-ipvs-backends/warn/Pod/kv/"}},
+		{name: "more pairs than the cap: one result each", entries: mixed, limit: 2,
+			wantSummary: map[string]int64{"fail": 1, "warn": 2},
+			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/1000", "apiserver-probe-host/warn/Pod/ap/", "kube-vip-ipvs-backends/warn/Pod/kv/"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := buildReport(reportAPIs[0], "ns", tt.entries, tt.limit)
+			r := buildReport(reportAPIs[0], "ns", tt.entries, tt.limit, nil)
 			if tt.wantNil {
 				if r != nil {
 					t.Fatalf("report = %v, want none", r.Object)
@@ -139,34 +160,80 @@ func TestBuildReport(t *testing.T) {
 			if r.GetName() != ReportName || r.GetNamespace() != "ns" || r.GetLabels()[ManagedByLabel] != "endpoint-policy" {
 				t.Errorf("report %s/%s labels %v", r.GetNamespace(), r.GetName(), r.GetLabels())
 			}
+			results, _, _ := unstructured.NestedSlice(r.Object, "results")
+			// What a viewer counts from the results is the summary.
+			counted := map[string]int64{}
+			var got []string
+			for _, res := range results {
+				m := res.(map[string]any)
+				counted[m["result"].(string)]++
+				ref := m["resources"].([]any)[0].(map[string]any)
+				objects, _ := m["properties"].(map[string]any)["objects"].(string)
+				got = append(got, fmt.Sprintf("%s/%s/%s/%s/%s", m["policy"], m["result"], ref["kind"], ref["name"], objects))
+				if m["severity"] == "" || m["category"] == "" {
+					t.Errorf("result %v has no severity or category", m)
+				}
+				if len(m["message"].(string)) > policy.MaxNoteBytes {
+					t.Errorf("message of %d bytes", len(m["message"].(string)))
+				}
+			}
 			for k, want := range tt.wantSummary {
 				if got, _, _ := unstructured.NestedInt64(r.Object, "summary", k); got != want {
 					t.Errorf("summary.%s = %d, want %d", k, got, want)
 				}
+				if counted[k] != want {
+					t.Errorf("%d %s results listed, summary says %d", counted[k], k, want)
+				}
 			}
-			results, _, _ := unstructured.NestedSlice(r.Object, "results")
-			if len(results) > tt.limit {
-				t.Errorf("%d results, want at most %d", len(results), tt.limit)
+			if len(results) > max(tt.limit, 3) {
+				t.Errorf("%d results, limit %d", len(results), tt.limit)
 			}
 			if tt.wantResults != nil {
-				var got []string
-				for _, res := range results {
-					m := res.(map[string]any)
-					name := m["resources"].([]any)[0].(map[string]any)["name"]
-					got = append(got, fmt.Sprintf("%s/%s/%s", m["policy"], m["result"], name))
-				}
-				if strings.Join(got, " ") != strings.Join(tt.wantResults, " ") {
+				if i := slices.Index(tt.wantResults, "..."); i >= 0 {
+					head, tail := tt.wantResults[:i], tt.wantResults[i+1:]
+					if len(got) < len(head)+len(tail) || !slices.Equal(got[:len(head)], head) || !slices.Equal(got[len(got)-len(tail):], tail) {
+						t.Errorf("results %v ... %v, want %v ... %v", got[:min(len(got), len(head))], got[max(0, len(got)-len(tail)):], head, tail)
+					}
+				} else if !slices.Equal(got, tt.wantResults) {
 					t.Errorf("results %v, want %v", got, tt.wantResults)
 				}
 				first := results[0].(map[string]any)
-				if first["properties"].(map[string]any)["action"] != "deny" || first["timestamp"].(map[string]any)["seconds"] != since.Unix() {
-					t.Errorf("first result %v: want properties.action deny and the time first seen", first)
+				if first["timestamp"].(map[string]any)["seconds"] != since.Unix() {
+					t.Errorf("first result %v: want the time first seen", first)
 				}
 			}
-			if got := r.GetAnnotations()[OmittedResultsAnnotation]; got != tt.wantOmitted {
-				t.Errorf("omitted = %q, want %q", got, tt.wantOmitted)
+			scope, _, _ := unstructured.NestedString(r.Object, "scope", "name")
+			if want := strings.TrimSuffix(tt.wantScope, "?"); want != scope && !strings.HasSuffix(tt.wantScope, "?") {
+				t.Errorf("scope %q, want %q", scope, tt.wantScope)
 			}
 		})
+	}
+}
+
+// A result unchanged across a restart keeps the time the report it was
+// found in says it was first seen; a changed one does not.
+func TestBuildReportKeepsPriorTimes(t *testing.T) {
+	before, now := time.Unix(1000, 0), time.Unix(5000, 0)
+	e := entry{ref: *podRef("ns", "a"), violations: []violation{
+		{Policy: "p", Action: policy.ActionDeny, Message: "same", Since: now},
+		{Policy: "q", Action: policy.ActionDeny, Message: "changed", Since: now},
+	}}
+	prior := priorTimes{}
+	prior.add(map[string]any{"results": []any{
+		map[string]any{"policy": "p", "result": "fail", "message": "same", "timestamp": map[string]any{"seconds": int64(1000)},
+			"resources": []any{map[string]any{"uid": "ns/a"}}},
+		map[string]any{"policy": "q", "result": "fail", "message": "was different", "timestamp": map[string]any{"seconds": int64(1000)},
+			"resources": []any{map[string]any{"uid": "ns/a"}}},
+	}})
+	r := buildReport(reportAPIs[1], "ns", []entry{e}, 10, prior)
+	results, _, _ := unstructured.NestedSlice(r.Object, "results")
+	times := map[string]int64{}
+	for _, res := range results {
+		m := res.(map[string]any)
+		times[m["policy"].(string)] = m["timestamp"].(map[string]any)["seconds"].(int64)
+	}
+	if times["p"] != before.Unix() || times["q"] != now.Unix() {
+		t.Errorf("timestamps %v: want p's kept from the earlier report (%d), q's new (%d)", times, before.Unix(), now.Unix())
 	}
 }
 

@@ -4,11 +4,13 @@ package audit
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -87,6 +89,7 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 			Policy:  r.Policy,
 			Mode:    r.Mode,
 			Action:  action,
+			Rule:    findingRules(r.Findings),
 			Message: policy.Shorten(strings.Join(r.Messages(policy.Would, maxMessagesPerResult), "; "), policy.MaxNoteBytes),
 			Since:   now,
 			field:   field,
@@ -94,6 +97,9 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	}
 	ref := objectRef{APIVersion: kind.GVK.GroupVersion().String(), Kind: kind.GVK.Kind, Namespace: obj.GetNamespace(),
 		Name: obj.GetName(), UID: obj.GetUID()}
+	if owner := metav1.GetControllerOf(obj); owner != nil {
+		ref.OwnerAPIVersion, ref.OwnerKind, ref.OwnerName, ref.OwnerUID = owner.APIVersion, owner.Kind, owner.Name, owner.UID
+	}
 	pod, _ := obj.(*corev1.Pod)
 	for _, v := range a.state.set(k, &ref, violations, passes) {
 		if workload := podWorkload(ctx, a.cache, pod); workload != nil {
@@ -136,11 +142,25 @@ func (a *Audit) pod(ctx context.Context, name types.NamespacedName) (*corev1.Pod
 	return p, arrived, nil
 }
 
+// findingRules joins the distinct rules of findings, sorted.
+func findingRules(findings []policy.Finding) string {
+	var out []string
+	for _, f := range findings {
+		if f.Rule != "" && !slices.Contains(out, f.Rule) {
+			out = append(out, f.Rule)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
+}
+
 // violation is one policy's verdict on one object, when it is not allow.
 type violation struct {
-	Policy  policy.ID
-	Mode    policy.Mode
-	Action  policy.Action
+	Policy policy.ID
+	Mode   policy.Mode
+	Action policy.Action
+	// Rule names the policy's checks that found it, sorted, comma-separated.
+	Rule    string
 	Message string
 	// Since is when the audit first saw this violation.
 	Since time.Time

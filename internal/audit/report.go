@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,9 +29,6 @@ const (
 	// ManagedByLabel marks the reports the audit owns.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	managedBy      = "endpoint-policy"
-	// OmittedResultsAnnotation counts the results left out of a report
-	// beyond audit.maxReportResults; the summary counts them all.
-	OmittedResultsAnnotation = "endpoint-policy.io/omitted-results"
 	// fieldOwner is the server-side apply field manager of the reports.
 	fieldOwner = "endpoint-policy"
 	// settle lets a burst of changes (the initial audit, a rollout) end in
@@ -103,6 +99,10 @@ type reportWriter struct {
 	// process, by API and namespace, so that an unchanged report is not
 	// written again.
 	written map[writtenKey]string
+	// prior are the first-seen times of the results in the reports found
+	// when their kind was first listed: a result unchanged across a
+	// restart or a change of leader keeps its time.
+	prior priorTimes
 }
 
 type writtenKey struct {
@@ -116,6 +116,7 @@ func (w *reportWriter) Start(ctx context.Context) error {
 	w.installed = map[schema.GroupVersionKind]bool{}
 	w.written = map[writtenKey]string{}
 	w.listed = map[schema.GroupVersionKind]bool{}
+	w.prior = priorTimes{}
 	select {
 	case <-ctx.Done():
 		return nil
@@ -209,6 +210,7 @@ func (w *reportWriter) discover(ctx context.Context, log logr.Logger) {
 				if r.GetName() == ReportName {
 					w.written[writtenKey{api.name, r.GetNamespace()}] = "unknown"
 					namespaces = append(namespaces, r.GetNamespace())
+					w.prior.add(r.Object)
 				}
 			}
 			// Namespaces with violations are dirty already, or about to be.
@@ -265,7 +267,7 @@ func (w *reportWriter) sync(ctx context.Context, namespace string, entries []ent
 func (w *reportWriter) syncAPI(ctx context.Context, api reportAPI, namespace string, entries []entry, limit int) error {
 	key := writtenKey{api.name, namespace}
 	gvk := api.kind(namespace)
-	report := buildReport(api, namespace, entries, limit)
+	report := buildReport(api, namespace, entries, limit, w.prior)
 	if report == nil {
 		if w.written[key] == "" {
 			return nil
@@ -297,77 +299,58 @@ func (w *reportWriter) syncAPI(ctx context.Context, api reportAPI, namespace str
 	return nil
 }
 
-// buildReport renders entries as a report of api: at most limit results,
-// failures first, then by policy, kind and name; the summary counts every
-// result. It returns nil when there is nothing to report.
-func buildReport(api reportAPI, namespace string, entries []entry, limit int) *unstructured.Unstructured {
-	type row struct {
-		ref objectRef
-		v   violation
-	}
-	var rows []row
-	pass := 0
-	for _, e := range entries {
-		pass += e.passes
-		for _, v := range e.violations {
-			rows = append(rows, row{e.ref, v})
-		}
-	}
+// buildReport renders entries as a report of api (reportResults says which
+// results), with a summary that counts the results listed: what a viewer
+// counts from them is the summary. A result seen before (prior, from the
+// reports found at start) keeps the time it was first seen. A report whose
+// results are all about one object has it as its scope. It returns nil when
+// there is nothing to report.
+func buildReport(api reportAPI, namespace string, entries []entry, limit int, prior priorTimes) *unstructured.Unstructured {
+	rows := reportResults(entries, limit, prior)
 	if len(rows) == 0 {
 		return nil
 	}
-	slices.SortFunc(rows, func(a, b row) int {
-		return cmp.Or(
-			cmp.Compare(resultOf(a.v.Action), resultOf(b.v.Action)), // "fail" < "warn"
-			cmp.Compare(a.v.Policy, b.v.Policy),
-			cmp.Compare(a.ref.Kind, b.ref.Kind),
-			cmp.Compare(a.ref.Name, b.ref.Name),
-		)
-	})
-	fail, warn := 0, 0
+	counts := map[string]int64{"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}
+	results := make([]any, 0, len(rows))
 	for _, r := range rows {
-		if resultOf(r.v.Action) == "fail" {
-			fail++
-		} else {
-			warn++
+		counts[r.outcome]++
+		properties := map[string]any{"action": string(r.action), "mode": string(r.mode)}
+		if r.count > 1 {
+			properties["objects"] = strconv.Itoa(r.count)
 		}
-	}
-	shown := rows[:min(len(rows), limit)]
-	results := make([]any, 0, len(shown))
-	for _, r := range shown {
-		results = append(results, map[string]any{
-			"policy":  string(r.v.Policy),
+		res := map[string]any{
+			"policy":  string(r.policy),
 			"source":  managedBy,
-			"result":  resultOf(r.v.Action),
-			"message": r.v.Message,
+			"result":  r.outcome,
+			"message": r.message,
 			"scored":  true,
 			"timestamp": map[string]any{
-				"seconds": r.v.Since.Unix(),
+				"seconds": r.since.Unix(),
 				"nanos":   int64(0),
 			},
-			"properties": map[string]any{
-				"action": string(r.v.Action),
-				"mode":   string(r.v.Mode),
-			},
-			"resources": []any{map[string]any{
-				"apiVersion": r.ref.APIVersion,
-				"kind":       r.ref.Kind,
-				"namespace":  r.ref.Namespace,
-				"name":       r.ref.Name,
-				"uid":        string(r.ref.UID),
-			}},
-		})
+			"properties": properties,
+			"resources":  []any{r.ref.reference()},
+		}
+		// Omitted when empty: the CRDs' severity is an enum.
+		for k, v := range map[string]string{"rule": r.rule, "severity": string(r.severity), "category": r.category} {
+			if v != "" {
+				res[k] = v
+			}
+		}
+		results = append(results, res)
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"summary": map[string]any{
-			"pass": int64(pass), "fail": int64(fail), "warn": int64(warn), "error": int64(0), "skip": int64(0),
-		},
-		"results": results,
-	}}
+	summary := map[string]any{}
+	for k, v := range counts {
+		summary[k] = v
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"summary": summary, "results": results}}
+	if one := rows[0].ref; rows[0].count == 1 && !slices.ContainsFunc(rows, func(r result) bool { return r.ref.UID != one.UID || r.count != 1 }) {
+		u.Object["scope"] = one.reference()
+	}
 	if api.name == config.ReportAPIOpenReports {
 		// The report's own source, and the contract OpenReports has for a
 		// capped report: at most maxResults results, and only failures and
-		// warnings listed (passes are counted in the summary).
+		// warnings listed.
 		u.Object["source"] = managedBy
 		u.Object["configuration"] = map[string]any{"limits": map[string]any{
 			"maxResults":   int64(limit),
@@ -378,9 +361,6 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int) *u
 	u.SetNamespace(namespace)
 	u.SetName(ReportName)
 	u.SetLabels(map[string]string{ManagedByLabel: managedBy})
-	if omitted := len(rows) - len(shown); omitted > 0 {
-		u.SetAnnotations(map[string]string{OmittedResultsAnnotation: strconv.Itoa(omitted)})
-	}
 	return u
 }
 

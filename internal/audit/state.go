@@ -16,6 +16,21 @@ import (
 type objectRef struct {
 	APIVersion, Kind, Namespace, Name string
 	UID                               types.UID
+	// The controller of a pod (its DaemonSet, ReplicaSet, StatefulSet,
+	// Job), by which a capped report counts pods.
+	OwnerAPIVersion, OwnerKind, OwnerName string
+	OwnerUID                              types.UID
+}
+
+// reference renders r as a report result's resource (an ObjectReference).
+func (r objectRef) reference() map[string]any {
+	return map[string]any{
+		"apiVersion": r.APIVersion,
+		"kind":       r.Kind,
+		"namespace":  r.Namespace,
+		"name":       r.Name,
+		"uid":        string(r.UID),
+	}
 }
 
 type entry struct {

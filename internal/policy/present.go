@@ -42,13 +42,22 @@ func Verdicts(obj client.Object, results []Result) []Verdict {
 	return out
 }
 
-// Shorten cuts s to at most n bytes, on a UTF-8 boundary, marking the cut
-// with "...".
+// Shorten cuts s to at most n bytes at a word boundary (a UTF-8 boundary
+// when one word is longer than half of n), marking the cut with "…": report
+// viewers and Events show a sentence that ends, not one cut mid-word.
 func Shorten(s string, n int) string {
+	const ellipsis = "…"
 	if len(s) <= n {
 		return s
 	}
-	return strings.ToValidUTF8(s[:n-3], "") + "..."
+	if n <= len(ellipsis) {
+		return strings.ToValidUTF8(s[:n], "")
+	}
+	cut := strings.ToValidUTF8(s[:n-len(ellipsis)], "")
+	if i := strings.LastIndexAny(cut, " \t\n"); i > len(cut)/2 {
+		cut = cut[:i]
+	}
+	return strings.TrimRight(cut, " \t\n,;:") + ellipsis
 }
 
 // Messages renders r's findings as "[<policy-id>] <message>": a change as

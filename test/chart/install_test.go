@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/onsi/gomega"
 )
 
 // The README's commands, verbatim (TestReadmeCommands checks that the README
@@ -61,21 +64,27 @@ type cluster struct {
 
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set. Run `make test`, which builds kube-apiserver and etcd from Go modules into bin/ and sets it.")
-	}
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
 	if err != nil || len(out) == 0 {
 		t.Fatalf("locating the cert-manager module (its deploy/crds): %v", err)
 	}
+	return startClusterWith(t,
+		filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds"),
+		filepath.Join(chartDir, "files", "crds"), // PolicyReports and OpenReports, as upstream publishes them
+		filepath.Join("testdata", "crds"),        // prometheus-operator's ServiceMonitor and PrometheusRule
+	)
+}
+
+// startClusterWith starts an API server with the CRDs in crdDirs.
+func startClusterWith(t *testing.T, crdDirs ...string) *cluster {
+	t.Helper()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set. Run `make test`, which builds kube-apiserver and etcd from Go modules into bin/ and sets it.")
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths: []string{
-			filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds"),
-			filepath.Join(chartDir, "files", "crds"), // PolicyReports and OpenReports, as upstream publishes them
-			filepath.Join("testdata", "crds"),        // prometheus-operator's ServiceMonitor and PrometheusRule
-		},
+		CRDDirectoryPaths:     crdDirs,
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
@@ -413,4 +422,49 @@ func (c *cluster) caBundles(t *testing.T) map[string]string {
 		t.Fatalf("%d webhooks installed, want 5", len(out))
 	}
 	return out
+}
+
+// TestInstallReportCRDs: on a cluster without them, reports.installCRDs
+// installs the four report CRDs, as upstream publishes them, which then
+// accept a report; uninstalling keeps them (and every tool's reports).
+func TestInstallReportCRDs(t *testing.T) {
+	c := startClusterWith(t)
+	g := gomega.NewWithT(t)
+	ctx := t.Context()
+	c.uninstallOnFailure(t, release, namespace)
+	c.run(t, installSelfSigned+" --set reports.installCRDs=true")
+	names := []string{"policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io", "reports.openreports.io", "clusterreports.openreports.io"}
+	established := func(name string) func() (bool, error) {
+		return func() (bool, error) {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := c.k8s.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+				return false, err
+			}
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established {
+					return cond.Status == apiextensionsv1.ConditionTrue, nil
+				}
+			}
+			return false, nil
+		}
+	}
+	for _, name := range names {
+		g.Eventually(established(name), 30*time.Second, 100*time.Millisecond).Should(gomega.BeTrue(), name)
+	}
+	g.Eventually(func() error {
+		report := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+			"metadata": map[string]any{"name": "probe", "namespace": namespace},
+			"source":   "endpoint-policy",
+			"summary":  map[string]any{"pass": int64(0), "fail": int64(1), "warn": int64(0), "error": int64(0), "skip": int64(0)},
+			"results": []any{map[string]any{"policy": "host-network-endpoint", "result": "fail", "severity": "high",
+				"timestamp": map[string]any{"seconds": int64(1), "nanos": int64(0)}}},
+		}}
+		return c.k8s.Create(ctx, report)
+	}, 30*time.Second, 100*time.Millisecond).Should(gomega.Succeed(), "a Report is accepted once the CRD is served")
+
+	c.run(t, uninstall)
+	for _, name := range names {
+		g.Expect(established(name)()).To(gomega.BeTrue(), "%s kept after uninstall", name)
+	}
 }

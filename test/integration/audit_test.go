@@ -227,6 +227,16 @@ var _ = Describe("background audit", func() {
 				g.Expect(r.GetLabels()).To(HaveKeyWithValue(audit.ManagedByLabel, "endpoint-policy"))
 			}).WithTimeout(settle).WithPolling(polling).Should(Succeed(), gvk.String())
 		}
+		By("the official CRDs keep what the audit writes: severity, category, rule")
+		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			r, err := report(ctx, gvk, ns)()
+			Expect(err).NotTo(HaveOccurred())
+			results, _, _ := unstructured.NestedSlice(r.Object, "results")
+			Expect(results).To(ContainElement(SatisfyAll(
+				HaveKeyWithValue("policy", "kube-vip-ipvs-backends"), HaveKeyWithValue("severity", "high"),
+				HaveKeyWithValue("category", "Control plane"), HaveKeyWithValue("rule", "kube-vip #875"))), gvk.String())
+			Expect(results).To(HaveEach(HaveKey("timestamp")))
+		}
 		r, err := report(ctx, audit.ReportGVK, ns)()
 		Expect(err).NotTo(HaveOccurred())
 		Expect(r.Object).To(HaveKeyWithValue("source", "endpoint-policy"))
@@ -276,9 +286,14 @@ var _ = Describe("background audit", func() {
 		exists := func(gvk schema.GroupVersionKind) func() error {
 			return func() error { _, err := report(ctx, gvk, ns)(); return err }
 		}
-		By("Auto: both APIs are served, both are written")
+		By("Auto: both APIs are served, both are written, with the one pod as their scope")
 		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Succeed())
 		Eventually(exists(audit.ReportGVK)).WithTimeout(settle).Should(Succeed())
+		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			r, err := report(ctx, gvk, ns)()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(r.Object).To(HaveKeyWithValue("scope", SatisfyAll(HaveKeyWithValue("kind", "Pod"), HaveKeyWithValue("name", unrewritten.Name))), gvk.String())
+		}
 
 		By("openreports.io: the PolicyReport goes, the Report stays")
 		useConfig(func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIOpenReports })
@@ -298,10 +313,36 @@ var _ = Describe("background audit", func() {
 		withoutWebhooks(ctx, func() { Expect(k8s.Create(ctx, kubeVIP)).To(Succeed()) })
 		Eventually(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(settle).Should(HaveLen(1))
 
+		firstSeen := func(gvk schema.GroupVersionKind) func() (int64, error) {
+			return func() (int64, error) {
+				r, err := report(ctx, gvk, ns)()
+				if err != nil {
+					return 0, err
+				}
+				results, _, _ := unstructured.NestedSlice(r.Object, "results")
+				if len(results) != 1 {
+					return 0, fmt.Errorf("%d results", len(results))
+				}
+				seconds, _, _ := unstructured.NestedInt64(results[0].(map[string]any), "timestamp", "seconds")
+				return seconds, nil
+			}
+		}
+		seen := map[schema.GroupVersionKind]int64{}
+		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			Eventually(firstSeen(gvk)).WithTimeout(settle).Should(BeNumerically(">", 0))
+			seen[gvk], _ = firstSeen(gvk)()
+		}
+		// The second audit's own first sight must fall in a later second.
+		Eventually(func() int64 { return time.Now().Unix() }).WithTimeout(settle).Should(BeNumerically(">", seen[audit.PolicyReportGVK]+1))
+
 		By("a second audit, with its own recorder, audits everything from scratch")
 		second := startSecondAudit(ctx)
 		Eventually(second.Synced()).WithTimeout(settle).Should(BeClosed())
 		Consistently(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(2 * time.Second).Should(announcedOnce)
+		By("its reports keep the time the violation was first seen, from the reports it found")
+		for gvk, t := range seen {
+			Consistently(firstSeen(gvk)).WithTimeout(2*time.Second).Should(Equal(t), gvk.String())
+		}
 
 		By("a new violation is still announced by it")
 		kubeVIP2 := kubeVIPDaemonSet(ns, "v0.8.5")
@@ -346,7 +387,7 @@ var _ = Describe("background audit", func() {
 			MatchRegexp(`^DaemonSet %s/%s, since [^:]+:[^:]+:[^:]+: 1 pod newly in violation of host-network-endpoint, `, ns, ds.Name))))
 	})
 
-	It("keeps the report bounded with 1,000 violating pods in one namespace: results capped, the summary exact", func(ctx context.Context) {
+	It("keeps the report bounded with 1,000 violating pods in one namespace: results capped, the last counting the rest, the summary what is listed", func(ctx context.Context) {
 		const pods = 1000
 		ns := newNamespace(ctx, nil)
 		withoutWebhooks(ctx, func() {
@@ -371,9 +412,14 @@ var _ = Describe("background audit", func() {
 		Eventually(func(g Gomega) {
 			r, err := policyReport(ctx, ns)()
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(summaryOf(r, "fail")).To(Equal(int64(pods)))
+			// What Policy Reporter counts from the results is the summary.
 			g.Expect(resultsOf(r)).To(HaveLen(config.DefaultMaxReportResults))
-			g.Expect(r.GetAnnotations()).To(HaveKeyWithValue(audit.OmittedResultsAnnotation, fmt.Sprint(pods-config.DefaultMaxReportResults)))
+			g.Expect(summaryOf(r, "fail")).To(Equal(int64(config.DefaultMaxReportResults)))
+			g.Expect(summaryOf(r, "pass")).To(BeZero())
+			results, _, _ := unstructured.NestedSlice(r.Object, "results")
+			last := results[len(results)-1].(map[string]any)
+			g.Expect(last).To(HaveKeyWithValue("properties", HaveKeyWithValue("objects", fmt.Sprint(pods-config.DefaultMaxReportResults+1))))
+			g.Expect(last).To(HaveKeyWithValue("message", HavePrefix(fmt.Sprintf("%d more objects in violation of host-network-endpoint", pods-config.DefaultMaxReportResults+1))))
 			size, err := json.Marshal(r.Object)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(len(size)).To(BeNumerically("<", 256<<10), "a report stays far below etcd's 1.5 MiB object limit")
