@@ -244,6 +244,16 @@ var _ = Describe("background audit", func() {
 			HaveKeyWithValue("maxResults", BeNumerically("==", 100)),
 			HaveKeyWithValue("statusFilter", ConsistOf("fail", "warn"))))))
 
+		By("nothing changes, so no audit round rewrites the reports")
+		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			r, err := report(ctx, gvk, ns)()
+			Expect(err).NotTo(HaveOccurred())
+			Consistently(func() (string, error) {
+				r, err := report(ctx, gvk, ns)()
+				return r.GetResourceVersion(), err
+			}).WithTimeout(3 * time.Second).WithPolling(polling).Should(Equal(r.GetResourceVersion()), gvk.String())
+		}
+
 		By("one Event per violation, not one per audit round")
 		Eventually(auditEvents(ctx, ns, unrewritten.UID)).WithTimeout(settle).Should(HaveLen(1))
 		Eventually(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(settle).Should(HaveLen(2))
