@@ -87,6 +87,8 @@ type Audit struct {
 	namespaces client.Reader
 	events     events.EventRecorder
 	cache      cache.Cache
+	// configMaps cache each of AuditedConfigMaps.
+	configMaps map[types.NamespacedName]cache.Cache
 	scheme     *runtime.Scheme
 	skip       map[policy.ID]bool
 	settings   atomic.Pointer[config.Audit]
@@ -135,6 +137,19 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	if err := mgr.Add(c); err != nil {
 		return nil, fmt.Errorf("%s cache: %w", Name, err)
 	}
+	configMaps := map[types.NamespacedName]cache.Cache{}
+	for _, nn := range AuditedConfigMaps {
+		opts := ConfigMapCacheOptions(nn)
+		opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
+		cm, err := cache.New(mgr.GetConfig(), opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
+		}
+		if err := mgr.Add(cm); err != nil {
+			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
+		}
+		configMaps[nn] = cm
+	}
 	pods, err := podClient(mgr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
@@ -145,6 +160,7 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		namespaces: o.Namespaces,
 		events:     o.Events,
 		cache:      c,
+		configMaps: configMaps,
 		scheme:     mgr.GetScheme(),
 		skip:       map[policy.ID]bool{},
 		state:      newState(o.Metrics),
@@ -186,14 +202,21 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return nil, err
 	}
 	for kindName, k := range audited {
-		if k.GVK == kinds.Pod.GVK {
+		enqueue := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []Key {
+			return []Key{{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(obj)}}
+		})
+		switch k.GVK {
+		case kinds.Pod.GVK:
 			continue // the pod feed's, see enqueueAll
+		case kinds.ConfigMap.GVK:
+			for nn, cm := range configMaps {
+				if err := ctrl.Watch(source.TypedKind[client.Object, Key](cm, k.New(), enqueue)); err != nil {
+					return nil, fmt.Errorf("%s: watching ConfigMap %s: %w", Name, nn, err)
+				}
+			}
+			continue
 		}
-		src := source.TypedKind[client.Object, Key](c, k.New(), handler.TypedEnqueueRequestsFromMapFunc(
-			func(_ context.Context, obj client.Object) []Key {
-				return []Key{{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(obj)}}
-			}))
-		if err := ctrl.Watch(src); err != nil {
+		if err := ctrl.Watch(source.TypedKind[client.Object, Key](c, k.New(), enqueue)); err != nil {
 			return nil, fmt.Errorf("%s: watching %s: %w", Name, k, err)
 		}
 	}

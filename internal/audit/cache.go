@@ -10,15 +10,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 )
 
 // audited are the kinds the audit reads: the pods and workloads, and the
-// kubeadm-config ConfigMap, by kind name (Key.Kind).
+// ConfigMaps of auditedConfigMaps, by kind name (Key.Kind).
 var audited = func() map[string]kinds.Kind {
 	m := map[string]kinds.Kind{}
 	for _, k := range append(append([]kinds.Kind{}, kinds.Workloads...), kinds.ConfigMap) {
@@ -30,9 +32,32 @@ var audited = func() map[string]kinds.Kind {
 // lastApplied is kubectl's copy of the whole object: no policy reads it.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
+// AuditedConfigMaps are the ConfigMaps the policies read, each cached on its
+// own (ConfigMapCacheOptions): a Role with resourceNames allows listing a
+// ConfigMap by its name only, and a field selector names one.
+var AuditedConfigMaps = []types.NamespacedName{
+	{Namespace: apiserver.KubeadmConfigNamespace, Name: apiserver.KubeadmConfigName}, // apiserver-advertise-address, control-plane-endpoint
+	{Namespace: cpendpoint.KubeProxyNamespace, Name: cpendpoint.KubeProxyName},       // control-plane-endpoint
+	{Namespace: cpendpoint.ClusterInfoNamespace, Name: cpendpoint.ClusterInfoName},   // control-plane-endpoint
+}
+
+// ConfigMapCacheOptions caches the one ConfigMap nn, without managed fields.
+func ConfigMapCacheOptions(nn types.NamespacedName) cache.Options {
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {
+				Namespaces: map[string]cache.Config{nn.Namespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", nn.Name),
+				Transform:  slim,
+			},
+		},
+		ReaderFailOnMissingInformer: true,
+	}
+}
+
 // CacheOptions restricts the audit's own cache to what the policies read:
-// workloads without status or managed fields, and the one kubeadm-config
-// ConfigMap. Pods are not cached: the pod feed (pods.go) reads the
+// workloads without status or managed fields (the ConfigMaps have caches of
+// their own, ConfigMapCacheOptions). Pods are not cached: the pod feed (pods.go) reads the
 // hostNetwork ones only (the policies' pods are all hostNetwork:
 // kube-apiserver and kube-vip static pods, kube-proxy; and those the
 // host-network-endpoint rewrite is for), and keeps none. Pods on the pod
@@ -40,13 +65,6 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			// Listed in kube-system by name: a Role with resourceNames
-			// [kubeadm-config] in kube-system is all the RBAC it takes.
-			&corev1.ConfigMap{}: {
-				Namespaces: map[string]cache.Config{apiserver.KubeadmConfigNamespace: {}},
-				Field:      fields.OneTermEqualSelector("metadata.name", apiserver.KubeadmConfigName),
-				Transform:  slim,
-			},
 			&appsv1.Deployment{}:  {Transform: slim},
 			&appsv1.StatefulSet{}: {Transform: slim},
 			&appsv1.DaemonSet{}:   {Transform: slim},

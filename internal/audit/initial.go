@@ -26,6 +26,11 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		if !a.cache.WaitForCacheSync(ctx) {
 			return
 		}
+		for _, c := range a.configMaps {
+			if !c.WaitForCacheSync(ctx) {
+				return
+			}
+		}
 		a.loadAnnounced(ctx)
 		keys := a.keys(ctx)
 		a.pendingMu.Lock()
@@ -96,17 +101,32 @@ func (a *Audit) keys(ctx context.Context) []Key {
 			logf.FromContext(ctx).Error(err, "No list type", "kind", k.String())
 			continue
 		}
-		if err := a.cache.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-			logf.FromContext(ctx).Error(err, "Listing the cache", "kind", k.String())
-			continue
-		}
-		_ = meta.EachListItem(list, func(o runtime.Object) error {
-			if item, ok := o.(client.Object); ok {
-				keys = append(keys, Key{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(item)})
+		readers := []client.Reader{a.cache}
+		if k.GVK == kinds.ConfigMap.GVK {
+			readers = readers[:0]
+			for _, c := range a.configMaps {
+				readers = append(readers, c)
 			}
-			return nil
-		})
+		}
+		for _, r := range readers {
+			if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+				logf.FromContext(ctx).Error(err, "Listing the cache", "kind", k.String())
+				continue
+			}
+			keys = appendKeys(keys, kindName, list)
+		}
 	}
+	return keys
+}
+
+// appendKeys adds the key of every object of list.
+func appendKeys(keys []Key, kindName string, list client.ObjectList) []Key {
+	_ = meta.EachListItem(list, func(o runtime.Object) error {
+		if item, ok := o.(client.Object); ok {
+			keys = append(keys, Key{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(item)})
+		}
+		return nil
+	})
 	return keys
 }
 

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -47,7 +48,7 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		obj = pod
 	} else {
 		obj = kind.New()
-		err := a.cache.Get(ctx, k.NamespacedName, obj)
+		err := a.readerFor(k).Get(ctx, k.NamespacedName, obj)
 		switch {
 		case apierrors.IsNotFound(err):
 			a.state.set(k, nil, nil, 0)
@@ -141,6 +142,27 @@ func (a *Audit) pod(ctx context.Context, name types.NamespacedName) (*corev1.Pod
 	}
 	return p, arrived, nil
 }
+
+// readerFor returns the cache that holds k: the ConfigMap's own, or the
+// workloads'. A ConfigMap the audit does not read reads as not found.
+func (a *Audit) readerFor(k Key) client.Reader {
+	if k.Kind != kinds.ConfigMap.GVK.Kind {
+		return a.cache
+	}
+	if c, ok := a.configMaps[k.NamespacedName]; ok {
+		return c
+	}
+	return notFound{}
+}
+
+// notFound reads nothing.
+type notFound struct{}
+
+func (notFound) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	return apierrors.NewNotFound(schema.GroupResource{Resource: obj.GetObjectKind().GroupVersionKind().Kind}, key.Name)
+}
+
+func (notFound) List(context.Context, client.ObjectList, ...client.ListOption) error { return nil }
 
 // findingRules joins the distinct rules of findings, sorted.
 func findingRules(findings []policy.Finding) string {

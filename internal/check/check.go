@@ -8,10 +8,14 @@
 package check
 
 import (
+	"slices"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 )
 
 // Finding is one finding of one policy on one object, with what admission
@@ -100,7 +104,10 @@ type fileCluster struct {
 	apiServerPods []*corev1.Pod
 }
 
-var _ policy.Cluster = (*fileCluster)(nil)
+var (
+	_ policy.Cluster          = (*fileCluster)(nil)
+	_ cpendpoint.ControlPlane = (*fileCluster)(nil)
+)
 
 func newFileCluster(objects []Object) *fileCluster {
 	c := &fileCluster{nodes: map[string]*corev1.Node{}, namespaces: map[string]map[string]string{}}
@@ -128,3 +135,23 @@ func (c *fileCluster) Node(name string) (*corev1.Node, bool) {
 // APIServerPods implements policy.Cluster. Files hold everything the user
 // chose to give, so the answer is always known.
 func (c *fileCluster) APIServerPods() ([]*corev1.Pod, bool) { return c.apiServerPods, true }
+
+// ControlPlaneNodes implements cpendpoint.ControlPlane: the Nodes in the
+// files labelled node-role.kubernetes.io/control-plane or running one of
+// the files' kube-apiserver pods, sorted by name. Without a Node in the
+// files it cannot tell: no verdict, rather than "fine".
+func (c *fileCluster) ControlPlaneNodes() ([]*corev1.Node, bool) {
+	if len(c.nodes) == 0 {
+		return nil, false
+	}
+	var out []*corev1.Node
+	for _, n := range c.nodes {
+		_, labelled := n.Labels[cpendpoint.ControlPlaneLabel]
+		runs := slices.ContainsFunc(c.apiServerPods, func(p *corev1.Pod) bool { return p.Spec.NodeName == n.Name })
+		if labelled || runs {
+			out = append(out, n)
+		}
+	}
+	slices.SortFunc(out, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
+	return out, true
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/fixtures"
 )
@@ -44,6 +45,16 @@ func (s *shuffled) NodesVerifying(endpoint string) iter.Seq[hostnetwork.NodeRepo
 }
 
 func (s *shuffled) Groups() []string { return permute(s.rnd, s.Endpoints.Groups()) }
+
+func (s *shuffled) ControlPlaneNodes() ([]*corev1.Node, bool) {
+	var out []*corev1.Node
+	for _, n := range s.nodes {
+		if _, ok := n.Labels[cpendpoint.ControlPlaneLabel]; ok {
+			out = append(out, n)
+		}
+	}
+	return permute(s.rnd, out), true
+}
 
 func permute[T any](rnd *rand.Rand, in []T) []T {
 	out := slices.Clone(in)
@@ -126,7 +137,13 @@ func TestFindingsIgnoreCacheOrder(t *testing.T) {
 		}
 		operator := fixtures.CiliumOperatorPinned() // a Deployment's pod: may run on any worker
 		operator.Spec.NodeName = ""
-		targets := []client.Object{fixtures.KubeadmConfig(), operator, fixtures.KubeProxy("w-1")}
+		clusterInfo := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cpendpoint.ClusterInfoNamespace, Name: cpendpoint.ClusterInfoName},
+			Data: map[string]string{cpendpoint.ClusterInfoKey: "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: {server: https://10.0.0.12:6443}\n" +
+				"- name: a\n  cluster: {server: https://10.0.0.11:6443}\n"}}
+		kubeadm := fixtures.KubeadmConfig()
+		kubeadm.Data["ClusterConfiguration"] = strings.Replace(kubeadm.Data["ClusterConfiguration"],
+			"controlPlaneEndpoint: cp.example.com:6443", "controlPlaneEndpoint: 10.0.0.11:6443", 1)
+		targets := []client.Object{kubeadm, clusterInfo, operator, fixtures.KubeProxy("w-1")}
 		for _, p := range pods {
 			targets = append(targets, p)
 		}

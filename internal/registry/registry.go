@@ -8,6 +8,7 @@ package registry
 import (
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
@@ -22,6 +23,7 @@ var Policies = []policy.Descriptor{
 	kubevip.Descriptor,
 	kubeproxy.NodeDeletingDescriptor,
 	kubeproxy.ReadinessProbeDescriptor,
+	cpendpoint.Descriptor,
 }
 
 // Lookup returns the descriptor of the policy id.

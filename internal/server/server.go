@@ -313,6 +313,7 @@ func (s *Server) setupAdmission(mgr manager.Manager, drain *drain, view policy.C
 	for path, kinds := range map[string]epwebhook.Kinds{
 		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
 		epwebhook.ValidateKubeadmConfigPath: epwebhook.KubeadmConfigKinds,
+		epwebhook.ValidateConfigMapsPath:    epwebhook.KubeadmConfigKinds,
 	} {
 		validator, err := epwebhook.NewValidator(path, kinds, s.engine, view, rec, events)
 		if err != nil {

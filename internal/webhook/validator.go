@@ -26,6 +26,10 @@ const (
 	// kube-system/kubeadm-config ConfigMap. Registered narrowly, it may fail
 	// closed.
 	ValidateKubeadmConfigPath = "/validate-kubeadm-config"
+	// ValidateConfigMapsPath serves the validating policies for the other
+	// ConfigMaps they read, kube-public/cluster-info and
+	// kube-system/kube-proxy (control-plane-endpoint). It fails open.
+	ValidateConfigMapsPath = "/validate-configmaps"
 )
 
 // Validator runs the engine's validating policies on the objects of its

@@ -418,8 +418,8 @@ func (c *cluster) caBundles(t *testing.T) map[string]string {
 	for _, w := range validating.Webhooks {
 		out[w.Name] = string(w.ClientConfig.CABundle)
 	}
-	if len(out) != 5 {
-		t.Fatalf("%d webhooks installed, want 5", len(out))
+	if len(out) != 6 {
+		t.Fatalf("%d webhooks installed, want 6", len(out))
 	}
 	return out
 }

@@ -544,7 +544,10 @@ func TestRBAC(t *testing.T) {
 			{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
 		},
 		"Role/kube-system/" + release + "-kubeadm-config": {
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubeadm-config"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubeadm-config", "kube-proxy"}, Verbs: []string{"list", "watch"}},
+		},
+		"Role/kube-public/" + release + "-cluster-info": {
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"cluster-info"}, Verbs: []string{"list", "watch"}},
 		},
 		"Role/" + namespace + "/" + release + "-leader-election": {
 			rule("coordination.k8s.io", "leases", "get", "list", "watch", "create", "update"),

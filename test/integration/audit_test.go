@@ -251,7 +251,7 @@ var _ = Describe("background audit", func() {
 			Consistently(func() (string, error) {
 				r, err := report(ctx, gvk, ns)()
 				return r.GetResourceVersion(), err
-			}).WithTimeout(3 * time.Second).WithPolling(polling).Should(Equal(r.GetResourceVersion()), gvk.String())
+			}).WithTimeout(3*time.Second).WithPolling(polling).Should(Equal(r.GetResourceVersion()), gvk.String())
 		}
 
 		By("one Event per violation, not one per audit round")

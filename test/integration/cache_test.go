@@ -70,7 +70,7 @@ var _ = Describe("the kube-proxy pod caches", func() {
 })
 
 var _ = Describe("the audit's cache", func() {
-	It("holds no pods, only the one kubeadm-config ConfigMap, and workloads without status, managed fields or an owned template", func(ctx context.Context) {
+	It("holds no pods, each of the policies' ConfigMaps by name and no other, and workloads without status, managed fields or an owned template", func(ctx context.Context) {
 		ns := newNamespace(ctx, nil)
 		create(ctx, pod(ns, true, nil))
 		for _, cm := range []*corev1.ConfigMap{
@@ -90,33 +90,40 @@ var _ = Describe("the audit's cache", func() {
 		}
 		Expect(k8s.Create(ctx, owned)).To(Succeed())
 
-		opts := audit.CacheOptions()
-		opts.Scheme = k8s.Scheme()
-		c, err := cache.New(restConfig, opts)
-		Expect(err).NotTo(HaveOccurred())
-		for _, obj := range []client.Object{&corev1.ConfigMap{}, &appsv1.Deployment{}, &appsv1.ReplicaSet{}} {
-			// The audit's sources ask for these informers.
-			_, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		start := func(opts cache.Options, objs ...client.Object) cache.Cache {
+			opts.Scheme = k8s.Scheme()
+			c, err := cache.New(restConfig, opts)
 			Expect(err).NotTo(HaveOccurred())
+			for _, obj := range objs {
+				// The audit's sources ask for these informers.
+				_, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+				Expect(err).NotTo(HaveOccurred())
+			}
+			cacheCtx, stop := context.WithCancel(ctx)
+			DeferCleanup(stop)
+			go func() {
+				defer GinkgoRecover()
+				Expect(c.Start(cacheCtx)).To(Succeed())
+			}()
+			Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+			return c
 		}
-		cacheCtx, stop := context.WithCancel(ctx)
-		DeferCleanup(stop)
-		go func() {
-			defer GinkgoRecover()
-			Expect(c.Start(cacheCtx)).To(Succeed())
-		}()
-
-		Eventually(func(g Gomega) {
-			cms := &corev1.ConfigMapList{}
-			g.Expect(c.List(ctx, cms)).To(Succeed())
-		}).WithTimeout(settle).WithPolling(polling).Should(Succeed())
+		c := start(audit.CacheOptions(), &appsv1.Deployment{}, &appsv1.ReplicaSet{})
 		Expect(c.List(ctx, &corev1.PodList{})).NotTo(Succeed(), "no pod is cached: the audit's pod feed keeps none")
+		Expect(c.List(ctx, &corev1.ConfigMapList{})).NotTo(Succeed(), "no ConfigMap is in the workloads' cache")
 
-		cms := &corev1.ConfigMapList{}
-		Expect(c.List(ctx, cms)).To(Succeed())
-		Expect(cms.Items).To(ConsistOf(SatisfyAll(HaveField("Namespace", "kube-system"), HaveField("Name", "kubeadm-config"))),
-			"only kube-system/kubeadm-config is cached")
-		Expect(c.List(ctx, cms, client.InNamespace(ns))).NotTo(Succeed(), "no other namespace's ConfigMaps are even listed")
+		for _, nn := range audit.AuditedConfigMaps {
+			cmCache := start(audit.ConfigMapCacheOptions(nn), &corev1.ConfigMap{})
+			cms := &corev1.ConfigMapList{}
+			Expect(cmCache.List(ctx, cms)).To(Succeed())
+			for _, cm := range cms.Items {
+				Expect(cm.Namespace+"/"+cm.Name).To(Equal(nn.String()), "only %s is cached", nn)
+			}
+			if nn.Name == "kubeadm-config" {
+				Expect(cms.Items).To(HaveLen(1))
+			}
+			Expect(cmCache.List(ctx, cms, client.InNamespace(ns))).NotTo(Succeed(), "no other namespace's ConfigMaps are even listed")
+		}
 
 		got := &appsv1.Deployment{}
 		Expect(c.Get(ctx, client.ObjectKeyFromObject(d), got)).To(Succeed())

@@ -95,6 +95,21 @@ webhooks:
     matchConditions:
       - name: control-plane-component
         expression: {{ include "endpoint-policy.controlPlaneComponent" "object.spec.jobTemplate.spec.template.spec" | quote }}
+  # control-plane-endpoint's ConfigMaps besides kubeadm-config: the discovery
+  # kubeconfig and kube-proxy's. Written by kubeadm mid-init and mid-upgrade,
+  # so it fails open.
+  - name: validate-cluster-configmaps.endpoint-policy.io
+    {{- include "endpoint-policy.webhookCommon" (dict "root" $root "path" "/validate-configmaps" "failurePolicy" $fp.validateClusterConfigMaps "caBundle" $caBundle) | nindent 4 }}
+    sideEffects: None
+    rules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["configmaps"]
+        scope: Namespaced
+    matchConditions:
+      - name: cluster-configmaps
+        expression: "(request.namespace == 'kube-public' && request.name == 'cluster-info') || (request.namespace == 'kube-system' && request.name == 'kube-proxy')"
   # Narrowed to the one ConfigMap, so it may fail closed.
   - name: validate-kubeadm-config.endpoint-policy.io
     {{- include "endpoint-policy.webhookCommon" (dict "root" $root "path" "/validate-kubeadm-config" "failurePolicy" $fp.validateKubeadmConfig "caBundle" $caBundle) | nindent 4 }}

@@ -1,0 +1,355 @@
+// Package cpendpoint is the control-plane-endpoint policy: one control-plane
+// node's own address used as the whole cluster's API endpoint, in the
+// cluster configuration that kubelets, joining nodes, kube-proxy and CNI
+// installers read.
+package cpendpoint
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
+)
+
+// ID is the control-plane-endpoint policy's stable identifier.
+const ID policy.ID = "control-plane-endpoint"
+
+// The ConfigMaps the policy reads besides kubeadm-config
+// (apiserver.KubeadmConfigNamespace/Name).
+const (
+	// ClusterInfoNamespace/Name: kubeadm's discovery ConfigMap, a kubeconfig
+	// under ClusterInfoKey, written from controlPlaneEndpoint.
+	ClusterInfoNamespace = "kube-public"
+	ClusterInfoName      = "cluster-info"
+	ClusterInfoKey       = "kubeconfig"
+	// KubeProxyNamespace/Name: kube-proxy's ConfigMap as kubeadm writes it,
+	// its kubeconfig under KubeProxyKubeconfigKey.
+	KubeProxyNamespace     = "kube-system"
+	KubeProxyName          = "kube-proxy"
+	KubeProxyKubeconfigKey = "kubeconfig.conf"
+	// ControlPlaneLabel marks a control-plane Node (kubeadm, and most
+	// distributions since Kubernetes 1.20).
+	ControlPlaneLabel = "node-role.kubernetes.io/control-plane"
+)
+
+// The checks of the policy (report results' rule).
+const (
+	RuleKubeadm         = "kubeadm-control-plane-endpoint"
+	RuleClusterInfo     = "cluster-info-server"
+	RuleKubeProxyConfig = "kube-proxy-kubeconfig-server"
+	RuleKubeProxyMaster = "kube-proxy-master"
+)
+
+// Descriptor describes the policy to the registry.
+var Descriptor = policy.Descriptor{
+	ID:     ID,
+	Effect: policy.Validating,
+	// Changing the endpoint of a running cluster is a migration (new
+	// certificate SANs, every kubelet's kubeconfig): report, do not block.
+	DefaultMode: policy.Audit,
+	Severity:    policy.SeverityHigh,
+	Category:    policy.CategoryAPIEndpoint,
+	Summary: "one control-plane node's own address used as the whole cluster's API endpoint, in a cluster of two or more: " +
+		"kubeadm `controlPlaneEndpoint`, `kube-public/cluster-info`, kube-proxy's kubeconfig in `kube-system/kube-proxy`, " +
+		"`kube-proxy --master`",
+	Package: "internal/policy/cpendpoint",
+	New:     func(policy.Settings) (policy.Rule, error) { return Rule{}, nil },
+}
+
+// ControlPlane is what a front-end knows of the control-plane nodes. A
+// Cluster that does not implement it, or does not know, gives no verdict.
+type ControlPlane interface {
+	// ControlPlaneNodes returns the nodes labelled ControlPlaneLabel or
+	// running a kube-apiserver pod, sorted by name; ok is false when the
+	// front-end cannot tell (a cache not synced, no Node in check's files).
+	ControlPlaneNodes() (nodes []*corev1.Node, ok bool)
+}
+
+// Rule reports an API endpoint whose host is an address of exactly one
+// control-plane node when the cluster has two or more: every client
+// configured with it loses the API server with that node.
+//
+// Objects:
+//   - kube-system/kubeadm-config (and kubeadm ClusterConfiguration files,
+//     v1beta3 and v1beta4): controlPlaneEndpoint;
+//   - kube-public/cluster-info: the server of its kubeconfig;
+//   - kube-system/kube-proxy: the server of kubeconfig.conf;
+//   - pods and pod templates whose container runs kube-proxy with --master.
+//
+// A DNS name, a loopback address, a VIP or load balancer address that is no
+// node's, and a cluster with one control-plane node are fine.
+type Rule struct{}
+
+var _ policy.Rule = Rule{}
+
+// ID implements policy.Rule.
+func (Rule) ID() policy.ID { return ID }
+
+// Effect implements policy.Rule.
+func (Rule) Effect() policy.Effect { return policy.Validating }
+
+// endpoint is one API endpoint found in an object.
+type endpoint struct {
+	field  *field.Path
+	rule   string
+	server string // as written
+	host   string
+	what   string // the object and field, for the message
+	effect string // what breaks when the node goes
+}
+
+// Evaluate implements policy.Rule.
+func (Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
+	if policy.Excluded(t.Object, t.NamespaceLabels) {
+		return nil, false
+	}
+	endpoints, applies, parseErr := endpointsOf(t)
+	if !applies {
+		return nil, false
+	}
+	var findings []policy.Finding
+	if parseErr != nil {
+		findings = append(findings, *parseErr)
+	}
+	if len(endpoints) == 0 {
+		return findings, true
+	}
+	cp, ok := t.Cluster.(ControlPlane)
+	if !ok {
+		return findings, len(findings) > 0
+	}
+	nodes, known := cp.ControlPlaneNodes()
+	if !known {
+		return findings, len(findings) > 0
+	}
+	if len(nodes) < 2 {
+		return findings, true // one API server: there is no other to reach
+	}
+	for _, e := range endpoints {
+		node := soleOwner(e.host, nodes)
+		if node == nil {
+			continue
+		}
+		findings = append(findings, policy.Finding{
+			Field: e.field,
+			Rule:  e.rule,
+			Message: fmt.Sprintf("%s %s is the address of control-plane node %s only, one of %d: %s. "+
+				"Use a load-balanced name or VIP in front of every API server (kube-vip, keepalived, an external load balancer)%s",
+				e.what, e.server, node.Name, len(nodes), e.effect, fixFor(e.rule)),
+		})
+	}
+	return findings, true
+}
+
+// fixFor adds what fits the object to the fix.
+func fixFor(rule string) string {
+	switch rule {
+	case RuleKubeProxyConfig, RuleKubeProxyMaster:
+		return ", or for node components the node-local API load balancer host-network-endpoint points them at (localhost:7443 on k0s)"
+	case RuleKubeadm:
+		return "; the endpoint must be in the API server certificate's SANs, and every kubelet's kubeconfig and kube-public/cluster-info change with it"
+	}
+	return ""
+}
+
+// endpointsOf returns the API endpoints obj carries, and whether the policy
+// applies to it at all. A value that cannot be read is a finding.
+func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Finding) {
+	switch o := t.Object.(type) {
+	case *corev1.ConfigMap:
+		switch {
+		case o.Namespace == apiserver.KubeadmConfigNamespace && o.Name == apiserver.KubeadmConfigName:
+			data, ok := o.Data[apiserver.ClusterConfigurationKey]
+			if !ok {
+				return nil, true, nil
+			}
+			path := field.NewPath("data").Key(apiserver.ClusterConfigurationKey)
+			var cfg map[string]any
+			if err := yaml.Unmarshal([]byte(data), &cfg); err != nil {
+				return nil, true, &policy.Finding{Field: path, Rule: RuleKubeadm,
+					Message: fmt.Sprintf("cannot be parsed as a kubeadm ClusterConfiguration: %v", err)}
+			}
+			return kubeadmEndpoint(cfg, path.Child("controlPlaneEndpoint")), true, nil
+		case o.Namespace == ClusterInfoNamespace && o.Name == ClusterInfoName:
+			return kubeconfigEndpoints(o.Data[ClusterInfoKey], field.NewPath("data").Key(ClusterInfoKey), RuleClusterInfo,
+				"the kubeconfig of kube-public/cluster-info has server",
+				"kubeadm join discovers it, so nodes join through that one node, and Cilium's k8sServiceHost: auto reads it at install and "+
+					"freezes it into its DaemonSet, which then loses the API server with that node")
+		case o.Namespace == KubeProxyNamespace && o.Name == KubeProxyName:
+			return kubeconfigEndpoints(o.Data[KubeProxyKubeconfigKey], field.NewPath("data").Key(KubeProxyKubeconfigKey), RuleKubeProxyConfig,
+				"kube-proxy's kubeconfig in kube-system/kube-proxy has server",
+				"every kube-proxy on every node watches Services and EndpointSlices through that one API server, so when that node is down "+
+					"no node's Service routing is updated")
+		}
+		return nil, false, nil
+	case *unstructured.Unstructured:
+		gvk := o.GroupVersionKind()
+		if gvk.Group != apiserver.KubeadmGroup || gvk.Kind != "ClusterConfiguration" {
+			return nil, false, nil
+		}
+		return kubeadmEndpoint(o.Object, field.NewPath("controlPlaneEndpoint")), true, nil
+	}
+	spec, specPath, ok := policy.PodSpecOf(t.Object)
+	if !ok {
+		return nil, false, nil
+	}
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if !kubeproxy.IsKubeProxy(c) && !runsKubeProxyInShell(c) {
+			continue
+		}
+		applies = true
+		for _, a := range masterFlags(c) {
+			out = append(out, endpoint{
+				field: specPath.Child("containers").Index(i).Child(a.list).Index(a.index),
+				rule:  RuleKubeProxyMaster, server: a.value, host: hostOf(a.value),
+				what:   fmt.Sprintf("kube-proxy --master of container %q is", c.Name),
+				effect: "this kube-proxy watches Services and EndpointSlices through that one API server, so when that node is down its node's Service routing is no longer updated",
+			})
+		}
+	}
+	return out, applies, nil
+}
+
+// kubeadmEndpoint reads controlPlaneEndpoint ("host[:port]", no scheme).
+func kubeadmEndpoint(cfg map[string]any, path *field.Path) []endpoint {
+	v, _ := cfg["controlPlaneEndpoint"].(string)
+	if v == "" {
+		return nil
+	}
+	host := v
+	if h, _, err := net.SplitHostPort(v); err == nil {
+		host = h
+	}
+	return []endpoint{{field: path, rule: RuleKubeadm, server: v, host: strings.Trim(host, "[]"),
+		what:   "the kubeadm ClusterConfiguration's controlPlaneEndpoint",
+		effect: "every kubelet and every node that joins is configured with it, and all of them lose the API server with that node"}}
+}
+
+// kubeconfigEndpoints reads the servers of a kubeconfig, clusters by name.
+func kubeconfigEndpoints(data string, path *field.Path, rule, what, effect string) ([]endpoint, bool, *policy.Finding) {
+	if data == "" {
+		return nil, true, nil
+	}
+	cfg, err := clientcmd.Load([]byte(data))
+	if err != nil {
+		return nil, true, &policy.Finding{Field: path, Rule: rule, Message: fmt.Sprintf("cannot be parsed as a kubeconfig: %v", err)}
+	}
+	names := make([]string, 0, len(cfg.Clusters))
+	for name := range cfg.Clusters {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var out []endpoint
+	for _, name := range names {
+		server := cfg.Clusters[name].Server
+		if server == "" {
+			continue
+		}
+		out = append(out, endpoint{field: path, rule: rule, server: server, host: hostOf(server), what: what, effect: effect})
+	}
+	return out, true, nil
+}
+
+// hostOf returns the host of a server URL ("https://10.0.0.11:6443"), or
+// of a bare host[:port].
+func hostOf(server string) string {
+	if u, err := url.Parse(server); err == nil && u.Host != "" {
+		return u.Hostname()
+	}
+	if h, _, err := net.SplitHostPort(server); err == nil {
+		return strings.Trim(h, "[]")
+	}
+	return strings.Trim(server, "[]")
+}
+
+// soleOwner returns the control-plane node whose status.addresses hold
+// host, an IP address, when exactly one does; nil for a DNS name, a
+// loopback address, and an address of no control-plane node (a VIP, a load
+// balancer).
+func soleOwner(host string, nodes []*corev1.Node) *corev1.Node {
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return nil
+	}
+	var owner *corev1.Node
+	for _, n := range nodes {
+		for _, a := range n.Status.Addresses {
+			if addr, err := netip.ParseAddr(a.Address); err == nil && addr.Unmap() == ip.Unmap() {
+				if owner != nil && owner.Name != n.Name {
+					return nil
+				}
+				owner = n
+				break
+			}
+		}
+	}
+	return owner
+}
+
+// flag is one --master value in a container's command or args.
+type flag struct {
+	list  string // command or args
+	index int
+	value string
+}
+
+// masterFlags finds --master=URL and --master URL in command and args, in
+// a shell command line too (kube-up's GCE manifest runs
+// `/bin/sh -c "exec kube-proxy --master=https://... ..."`,
+// cluster/gce/manifests/kube-proxy.manifest).
+func masterFlags(c *corev1.Container) []flag {
+	var out []flag
+	for _, l := range []struct {
+		name string
+		argv []string
+	}{{"command", c.Command}, {"args", c.Args}} {
+		for i, arg := range l.argv {
+			words := strings.Fields(arg)
+			for j, w := range words {
+				switch {
+				case strings.HasPrefix(w, "--master="):
+					out = append(out, flag{l.name, i, strings.Trim(strings.TrimPrefix(w, "--master="), `"'`)})
+				case w == "--master":
+					next := ""
+					if j+1 < len(words) {
+						next = words[j+1]
+					} else if len(words) == 1 && i+1 < len(l.argv) {
+						next = l.argv[i+1]
+					}
+					if next != "" {
+						out = append(out, flag{l.name, i, strings.Trim(next, `"'`)})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// runsKubeProxyInShell reports a container that runs kube-proxy from a
+// shell command line (`sh -c "exec kube-proxy ..."`).
+func runsKubeProxyInShell(c *corev1.Container) bool {
+	for _, argv := range [][]string{c.Command, c.Args} {
+		for _, a := range argv {
+			for _, w := range strings.Fields(a) {
+				if w == "kube-proxy" || strings.HasSuffix(w, "/kube-proxy") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
