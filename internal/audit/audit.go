@@ -38,6 +38,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 )
 
 const (
@@ -88,7 +89,7 @@ type Audit struct {
 	events     events.EventRecorder
 	cache      cache.Cache
 	// configMaps cache each of AuditedConfigMaps.
-	configMaps map[types.NamespacedName]cache.Cache
+	configMaps map[types.NamespacedName]*configMapCache
 	scheme     *runtime.Scheme
 	skip       map[policy.ID]bool
 	settings   atomic.Pointer[config.Audit]
@@ -137,7 +138,7 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	if err := mgr.Add(c); err != nil {
 		return nil, fmt.Errorf("%s cache: %w", Name, err)
 	}
-	configMaps := map[types.NamespacedName]cache.Cache{}
+	configMaps := map[types.NamespacedName]*configMapCache{}
 	for _, nn := range AuditedConfigMaps {
 		opts := ConfigMapCacheOptions(nn)
 		opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
@@ -148,7 +149,14 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		if err := mgr.Add(cm); err != nil {
 			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
 		}
-		configMaps[nn] = cm
+		c := &configMapCache{Cache: cm}
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			c.waitForSync(ctx, nn)
+			return nil
+		})); err != nil {
+			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
+		}
+		configMaps[nn] = c
 	}
 	pods, err := podClient(mgr)
 	if err != nil {
@@ -210,7 +218,8 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 			continue // the pod feed's, see enqueueAll
 		case kinds.ConfigMap.GVK:
 			for nn, cm := range configMaps {
-				if err := ctrl.Watch(source.TypedKind[client.Object, Key](cm, k.New(), enqueue)); err != nil {
+				src := nonBlocking{source.TypedKind[client.Object, Key](cm.Cache, k.New(), enqueue)}
+				if err := ctrl.Watch(src); err != nil {
 					return nil, fmt.Errorf("%s: watching ConfigMap %s: %w", Name, nn, err)
 				}
 			}
@@ -230,8 +239,10 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Pod{}, allAPIServers)); err != nil {
 		return nil, fmt.Errorf("%s: watching kube-apiserver pods: %w", Name, err)
 	}
+	// The policies' ConfigMaps too (control-plane-endpoint): a node that
+	// joins or leaves the control plane can change their verdicts.
 	onNode := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, node client.Object) []Key {
-		return a.apiServerKeys(ctx, mgrCache, node.GetName())
+		return append(a.apiServerKeys(ctx, mgrCache, node.GetName()), configMapKeys()...)
 	})
 	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Node{}, onNode, addressesChanged())); err != nil {
 		return nil, fmt.Errorf("%s: watching nodes: %w", Name, err)
@@ -240,6 +251,15 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	return a, nil
+}
+
+// configMapKeys are the keys of AuditedConfigMaps.
+func configMapKeys() []Key {
+	keys := make([]Key, len(AuditedConfigMaps))
+	for i, nn := range AuditedConfigMaps {
+		keys[i] = Key{Kind: kinds.ConfigMap.GVK.Kind, NamespacedName: nn}
+	}
+	return keys
 }
 
 // podPageSize is how many pods a sweep reads at a time, and about how many
@@ -273,14 +293,19 @@ func (a *Audit) apiServerKeys(ctx context.Context, c client.Reader, node string)
 	return keys
 }
 
-// addressesChanged lets through new and deleted Nodes and changes of a
-// Node's addresses, not its heartbeats.
+// addressesChanged lets through new and deleted Nodes, changes of a Node's
+// addresses and of its control-plane label, not its heartbeats.
 func addressesChanged() predicate.TypedPredicate[client.Object] {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, ok1 := e.ObjectOld.(*corev1.Node)
 			n, ok2 := e.ObjectNew.(*corev1.Node)
-			return !ok1 || !ok2 || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+			if !ok1 || !ok2 {
+				return true
+			}
+			_, wasCP := o.Labels[cpendpoint.ControlPlaneLabel]
+			_, isCP := n.Labels[cpendpoint.ControlPlaneLabel]
+			return wasCP != isCP || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
 		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}

@@ -3,16 +3,24 @@ package audit
 // What the audit caches, and how little of it.
 
 import (
+	"context"
 	"strings"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
@@ -163,3 +171,60 @@ func ownedTemplate(obj client.Object) bool {
 	}
 	return false
 }
+
+// configMapSyncTimeout bounds how long the audit waits for a ConfigMap's
+// cache before auditing without it.
+const configMapSyncTimeout = 30 * time.Second
+
+// configMapCache is the cache of one of AuditedConfigMaps. It may never
+// sync (RBAC from an older chart, without the Role that lists it): the
+// audit then reads the ConfigMap as absent, logs why, and audits everything
+// else, rather than stopping the leader (a controller whose source never
+// syncs fails to start, and the manager with it).
+type configMapCache struct {
+	cache.Cache
+	synced atomic.Bool
+}
+
+// reader returns the cache once it has synced, and nothing until then.
+func (c *configMapCache) reader() client.Reader {
+	if c.synced.Load() {
+		return c.Cache
+	}
+	return notFound{}
+}
+
+// waitForSync marks the cache synced once it is; it logs, once, when that
+// takes longer than configMapSyncTimeout.
+func (c *configMapCache) waitForSync(ctx context.Context, nn types.NamespacedName) {
+	short, cancel := context.WithTimeout(ctx, configMapSyncTimeout)
+	defer cancel()
+	if c.WaitForCacheSync(short) {
+		c.synced.Store(true)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	logf.FromContext(ctx).WithName(Name).Error(nil, "Cannot list the ConfigMap: its policies' verdicts on it are missing until it can be "+
+		"(does the Role that lets the server list it by name exist? helm upgrade installs it)", "configMap", nn, "waited", configMapSyncTimeout)
+	if c.WaitForCacheSync(ctx) {
+		c.synced.Store(true)
+	}
+}
+
+// nonBlocking is a source the controller does not wait for: see
+// configMapCache.
+type nonBlocking struct {
+	source.TypedSource[Key]
+}
+
+// notFound reads nothing: a ConfigMap the audit does not read, or whose
+// cache has not synced.
+type notFound struct{}
+
+func (notFound) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	return apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, key.Name)
+}
+
+func (notFound) List(context.Context, client.ObjectList, ...client.ListOption) error { return nil }

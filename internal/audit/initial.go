@@ -26,11 +26,15 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		if !a.cache.WaitForCacheSync(ctx) {
 			return
 		}
+		// The ConfigMaps' caches, each for at most configMapSyncTimeout:
+		// one that cannot sync is audited when it does (configMapCache).
+		short, cancel := context.WithTimeout(ctx, configMapSyncTimeout)
 		for _, c := range a.configMaps {
-			if !c.WaitForCacheSync(ctx) {
-				return
+			if c.WaitForCacheSync(short) {
+				c.synced.Store(true)
 			}
 		}
+		cancel()
 		a.loadAnnounced(ctx)
 		keys := a.keys(ctx)
 		a.pendingMu.Lock()
@@ -105,7 +109,7 @@ func (a *Audit) keys(ctx context.Context) []Key {
 		if k.GVK == kinds.ConfigMap.GVK {
 			readers = readers[:0]
 			for _, c := range a.configMaps {
-				readers = append(readers, c)
+				readers = append(readers, c.reader())
 			}
 		}
 		for _, r := range readers {

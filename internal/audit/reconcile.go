@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -150,19 +149,10 @@ func (a *Audit) readerFor(k Key) client.Reader {
 		return a.cache
 	}
 	if c, ok := a.configMaps[k.NamespacedName]; ok {
-		return c
+		return c.reader()
 	}
 	return notFound{}
 }
-
-// notFound reads nothing.
-type notFound struct{}
-
-func (notFound) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
-	return apierrors.NewNotFound(schema.GroupResource{Resource: obj.GetObjectKind().GroupVersionKind().Kind}, key.Name)
-}
-
-func (notFound) List(context.Context, client.ObjectList, ...client.ListOption) error { return nil }
 
 // findingRules joins the distinct rules of findings, sorted.
 func findingRules(findings []policy.Finding) string {

@@ -135,6 +135,24 @@ func TestCheckInputShapes(t *testing.T) {
 		},
 		sum: check.Summary{Objects: 6, Deny: 4},
 	}, {
+		name:  "control-plane-endpoint: cp-1's address as the cluster's endpoint, with the Nodes: each object reported",
+		paths: []string{td + "/control-plane-endpoint.yaml", td + "/shared-address-nodes.yaml"},
+		want: []verdict{
+			{"control-plane-endpoint", "warn", "ClusterConfiguration", "", "", td + "/control-plane-endpoint.yaml#0"},
+			{"control-plane-endpoint", "warn", "ConfigMap", "kube-public", "cluster-info", td + "/control-plane-endpoint.yaml#1"},
+			{"control-plane-endpoint", "warn", "ConfigMap", "kube-system", "kube-proxy", td + "/control-plane-endpoint.yaml#2"},
+			{"control-plane-endpoint", "warn", "DaemonSet", "kube-system", "kube-proxy-gce", td + "/control-plane-endpoint.yaml#3"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-2", td + "/shared-address-nodes.yaml#0"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-2", td + "/shared-address-nodes.yaml#0"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-3", td + "/shared-address-nodes.yaml#0"},
+			{"apiserver-advertise-address", "deny", "Pod", "kube-system", "kube-apiserver-cp-3", td + "/shared-address-nodes.yaml#0"},
+		},
+		sum: check.Summary{Objects: 10, Deny: 4, Warn: 4},
+	}, {
+		name:  "control-plane-endpoint without Nodes in the files: no verdict",
+		paths: []string{td + "/control-plane-endpoint.yaml"},
+		sum:   check.Summary{Objects: 4},
+	}, {
 		name:  "Cilium's chart pinned to a control-plane IP: its pods will be rewritten (k0s #5740)",
 		paths: []string{td + "/cilium-helm.yaml"},
 		want: []verdict{

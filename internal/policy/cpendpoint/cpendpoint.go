@@ -145,7 +145,7 @@ func (Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 		findings = append(findings, policy.Finding{
 			Field: e.field,
 			Rule:  e.rule,
-			Message: fmt.Sprintf("%s %s is the address of control-plane node %s only, one of %d: %s. "+
+			Message: fmt.Sprintf("%s is %s, the address of control-plane node %s only, one of %d: %s. "+
 				"Use a load-balanced name or VIP in front of every API server (kube-vip, keepalived, an external load balancer)%s",
 				e.what, e.server, node.Name, len(nodes), e.effect, fixFor(e.rule)),
 		})
@@ -184,12 +184,12 @@ func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Fin
 			return kubeadmEndpoint(cfg, path.Child("controlPlaneEndpoint")), true, nil
 		case o.Namespace == ClusterInfoNamespace && o.Name == ClusterInfoName:
 			return kubeconfigEndpoints(o.Data[ClusterInfoKey], field.NewPath("data").Key(ClusterInfoKey), RuleClusterInfo,
-				"the kubeconfig of kube-public/cluster-info has server",
+				"the server of the kubeconfig in kube-public/cluster-info",
 				"kubeadm join discovers it, so nodes join through that one node, and Cilium's k8sServiceHost: auto reads it at install and "+
 					"freezes it into its DaemonSet, which then loses the API server with that node")
 		case o.Namespace == KubeProxyNamespace && o.Name == KubeProxyName:
 			return kubeconfigEndpoints(o.Data[KubeProxyKubeconfigKey], field.NewPath("data").Key(KubeProxyKubeconfigKey), RuleKubeProxyConfig,
-				"kube-proxy's kubeconfig in kube-system/kube-proxy has server",
+				"the server of kube-proxy's kubeconfig in kube-system/kube-proxy",
 				"every kube-proxy on every node watches Services and EndpointSlices through that one API server, so when that node is down "+
 					"no node's Service routing is updated")
 		}
@@ -215,7 +215,7 @@ func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Fin
 			out = append(out, endpoint{
 				field: specPath.Child("containers").Index(i).Child(a.list).Index(a.index),
 				rule:  RuleKubeProxyMaster, server: a.value, host: hostOf(a.value),
-				what:   fmt.Sprintf("kube-proxy --master of container %q is", c.Name),
+				what:   fmt.Sprintf("kube-proxy's --master in container %q", c.Name),
 				effect: "this kube-proxy watches Services and EndpointSlices through that one API server, so when that node is down its node's Service routing is no longer updated",
 			})
 		}
