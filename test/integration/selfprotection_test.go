@@ -108,6 +108,14 @@ var _ = Describe("self-protection", func() {
 				DeferCleanup(func(ctx context.Context) { Expect(k8s.Delete(ctx, l)).To(Succeed()) })
 			}
 
+			By("kube-public/cluster-info and kube-system/kube-proxy, which kubeadm writes mid-init: their webhook fails open")
+			for _, cm := range []*corev1.ConfigMap{
+				{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-public", Name: "cluster-info"}},
+				{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy"}},
+			} {
+				Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, cm, client.DryRunAll))).To(Succeed())
+			}
+
 			By("only kube-system/kubeadm-config is refused: its webhook fails closed, by design")
 			Expect(k8s.Create(ctx, kubeadmConfigMap("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"), client.DryRunAll)).
 				To(MatchError(ContainSubstring(`failed calling webhook "validate-kubeadm-config.endpoint-policy.io"`)))
@@ -140,6 +148,10 @@ var _ = Describe("self-protection", func() {
 			{verb: "create", group: "events.k8s.io", resource: "events", namespace: "kube-system"}, {verb: "list", resource: "events"},
 			{verb: "patch", group: "wgpolicyk8s.io", resource: "policyreports", namespace: "default"},
 			{verb: "list", resource: "configmaps", namespace: "kube-system", name: "kubeadm-config"},
+			{verb: "watch", resource: "configmaps", namespace: "kube-system", name: "kube-proxy"},
+			{verb: "list", resource: "configmaps", namespace: "kube-public", name: "cluster-info"},
+			{verb: "patch", group: "openreports.io", resource: "reports", namespace: "default"},
+			{verb: "watch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations"},
 			{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: serverNamespace, name: "endpoint-policy.endpoint-policy.io"},
 			{verb: "create", group: "authentication.k8s.io", resource: "tokenreviews"},
 			{verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews"},
@@ -155,9 +167,14 @@ var _ = Describe("self-protection", func() {
 			{verb: "list", resource: "configmaps", namespace: "kube-system"},
 			{verb: "get", resource: "configmaps", namespace: "kube-system", name: "kubeadm-config"},
 			{verb: "update", resource: "configmaps", namespace: "kube-system", name: "kubeadm-config"},
+			{verb: "list", resource: "configmaps", namespace: "kube-public"},
+			{verb: "get", resource: "configmaps", namespace: "kube-public", name: "cluster-info"},
+			{verb: "update", resource: "configmaps", namespace: "kube-system", name: "kube-proxy"},
 			{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "kube-system"},
 			{verb: "delete", group: "coordination.k8s.io", resource: "leases", namespace: serverNamespace},
 			{verb: "update", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", name: "endpoint-policy-mutating"},
+			{verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingwebhookconfigurations", name: "endpoint-policy-validating"},
+			{verb: "delete", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", name: "endpoint-policy-mutating"},
 			{verb: "create", resource: "serviceaccounts/token", namespace: serverNamespace},
 			{verb: "impersonate", resource: "users"}, {verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
 			{verb: "get", path: "/metrics"},
