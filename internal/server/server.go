@@ -312,8 +312,8 @@ func (s *Server) setupAdmission(mgr manager.Manager, drain *drain, view policy.C
 	register(epwebhook.MutatePodPath, mutator)
 	for path, kinds := range map[string]epwebhook.Kinds{
 		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
-		epwebhook.ValidateKubeadmConfigPath: epwebhook.KubeadmConfigKinds,
-		epwebhook.ValidateConfigMapsPath:    epwebhook.KubeadmConfigKinds,
+		epwebhook.ValidateKubeadmConfigPath: epwebhook.ConfigMapKinds,
+		epwebhook.ValidateConfigMapsPath:    epwebhook.ConfigMapKinds,
 	} {
 		validator, err := epwebhook.NewValidator(path, kinds, s.engine, view, rec, events)
 		if err != nil {

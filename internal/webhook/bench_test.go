@@ -168,7 +168,7 @@ func BenchmarkValidator(b *testing.B) {
 	}{
 		{"kube-apiserver-mirror", webhook.WorkloadKinds, fixtures.APIServerMirrorPod(), "pods", 3},
 		{"kube-proxy", webhook.WorkloadKinds, fixtures.KubeProxy("node-ok"), "pods", 0},
-		{"kubeadm-config", webhook.KubeadmConfigKinds, fixtures.KubeadmConfig(), "configmaps", 0},
+		{"kubeadm-config", webhook.ConfigMapKinds, fixtures.KubeadmConfig(), "configmaps", 0},
 	} {
 		review := fixtures.Review(bc.obj, bc.resource)
 		engine, rec, _ := engineFor(b, "")

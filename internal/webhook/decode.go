@@ -24,8 +24,9 @@ func KindsOf(ks ...kinds.Kind) Kinds {
 // WorkloadKinds are pods and the workloads with a pod template.
 var WorkloadKinds = KindsOf(kinds.Workloads...)
 
-// KubeadmConfigKinds is the ConfigMap resource.
-var KubeadmConfigKinds = KindsOf(kinds.ConfigMap)
+// ConfigMapKinds is the ConfigMap resource, of the kubeadm-config and
+// cluster ConfigMaps webhooks.
+var ConfigMapKinds = KindsOf(kinds.ConfigMap)
 
 // decode decodes an admission request's object into k's type.
 func decode(raw []byte, k kinds.Kind) (client.Object, error) {

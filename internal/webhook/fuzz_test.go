@@ -177,7 +177,7 @@ func FuzzValidateWorkloads(f *testing.F) {
 }
 
 func FuzzValidateKubeadmConfig(f *testing.F) {
-	fuzzValidator(f, webhook.ValidateKubeadmConfigPath, webhook.KubeadmConfigKinds)
+	fuzzValidator(f, webhook.ValidateKubeadmConfigPath, webhook.ConfigMapKinds)
 }
 
 func fuzzValidator(f *testing.F, path string, kinds webhook.Kinds) {

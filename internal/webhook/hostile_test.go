@@ -50,7 +50,7 @@ func nested(depth int) string {
 func TestHostileInput(t *testing.T) {
 	mutator := newFuzzMutator(t)
 	workloads := newFuzzValidator(t, webhook.ValidateWorkloadsPath, webhook.WorkloadKinds)
-	kubeadm := newFuzzValidator(t, webhook.ValidateKubeadmConfigPath, webhook.KubeadmConfigKinds)
+	kubeadm := newFuzzValidator(t, webhook.ValidateKubeadmConfigPath, webhook.ConfigMapKinds)
 	const mib = 1 << 20
 	oversize := review("CREATE", "pods", hostilePod(manyContainers(1), `,"annotations":{"big":"`+strings.Repeat("x", 8*mib)+`"}`, ""))
 

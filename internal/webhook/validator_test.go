@@ -110,20 +110,20 @@ func TestValidator(t *testing.T) {
 	}{
 		{
 			name:     "kubeadm-config with advertise-address is denied",
-			kinds:    webhook.KubeadmConfigKinds,
+			kinds:    webhook.ConfigMapKinds,
 			review:   validationReview{operation: "CREATE", resource: "/v1/configmaps", object: kubeadmConfigShared},
 			wantCode: http.StatusForbidden, wantMessage: "[apiserver-advertise-address] data[ClusterConfiguration].apiServer.extraArgs[advertise-address]: advertise-address=10.0.0.11",
 			wantDecision: [3]string{"apiserver-advertise-address", "deny"},
 		},
 		{
 			name:        "kubeadm-config without it is allowed",
-			kinds:       webhook.KubeadmConfigKinds,
+			kinds:       webhook.ConfigMapKinds,
 			review:      validationReview{operation: "UPDATE", resource: "/v1/configmaps", object: kubeadmConfigClean, oldObject: kubeadmConfigShared},
 			wantAllowed: true, wantDecision: [3]string{"apiserver-advertise-address", "allow"},
 		},
 		{
 			name:        "an update that leaves the data as it was is not evaluated",
-			kinds:       webhook.KubeadmConfigKinds,
+			kinds:       webhook.ConfigMapKinds,
 			review:      validationReview{operation: "UPDATE", resource: "/v1/configmaps", object: kubeadmConfigShared, oldObject: kubeadmConfigShared},
 			wantAllowed: true,
 		},
@@ -180,7 +180,7 @@ func TestValidator(t *testing.T) {
 		},
 		{
 			name:     "a resource the path does not serve",
-			kinds:    webhook.KubeadmConfigKinds,
+			kinds:    webhook.ConfigMapKinds,
 			review:   validationReview{operation: "CREATE", resource: "apps/v1/deployments", object: kubeVIPDeployment("v0.8.4", 1)},
 			wantCode: http.StatusBadRequest, wantMessage: `does not serve resource "apps/v1, Resource=deployments"`,
 		},
