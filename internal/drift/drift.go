@@ -422,6 +422,17 @@ func (d *Detector) Start(ctx context.Context) error {
 		stores[key] = inf
 		go inf.RunWithContext(ctx)
 	}
+	// The first comparison as soon as every informer has listed: a
+	// configuration that is gone sends no event.
+	go func() {
+		synced := make([]toolscache.InformerSynced, 0, len(stores))
+		for _, inf := range stores {
+			synced = append(synced, inf.HasSynced)
+		}
+		if toolscache.WaitForCacheSync(ctx.Done(), synced...) {
+			notify()
+		}
+	}()
 	ticker := time.NewTicker(d.opts.Interval)
 	defer ticker.Stop()
 	for {
