@@ -13,13 +13,16 @@ package prefilter_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apiserver/pkg/admission"
 	admissioncel "k8s.io/apiserver/pkg/admission/plugin/cel"
 	"k8s.io/apiserver/pkg/admission/plugin/webhook"
@@ -32,6 +35,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
 	"github.com/endpoint-policy/endpoint-policy/internal/registry"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/fixtures"
@@ -146,6 +150,33 @@ func positives(t *testing.T) map[policy.ID][]positive {
 		"kube-apiserver mirror pod":      fixtures.APIServerMirrorPod(),
 		"kubeadm-config, shared address": fixtures.KubeadmConfig(),
 	}
+	// control-plane-endpoint needs two or more control-plane nodes, and an
+	// object that points at one of them.
+	for i := 1; i <= 3; i++ {
+		n := &corev1.Node{}
+		n.Name = fmt.Sprintf("cpe-%d", i)
+		n.Labels = map[string]string{cpendpoint.ControlPlaneLabel: ""}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("10.99.0.1%d", i)}}
+		n.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+		extra["control-plane node "+n.Name] = n
+	}
+	kubeconfig := "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster: {server: https://10.99.0.11:6443}\n"
+	for _, nn := range []types.NamespacedName{
+		{Namespace: cpendpoint.ClusterInfoNamespace, Name: cpendpoint.ClusterInfoName},
+		{Namespace: cpendpoint.KubeProxyNamespace, Name: cpendpoint.KubeProxyName},
+	} {
+		cm := &corev1.ConfigMap{Data: map[string]string{cpendpoint.ClusterInfoKey: kubeconfig, cpendpoint.KubeProxyKubeconfigKey: kubeconfig}}
+		cm.Namespace, cm.Name = nn.Namespace, nn.Name
+		cm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+		extra["ConfigMap "+nn.String()+" pinned to cpe-1"] = cm
+	}
+	pinnedEndpoint := fixtures.KubeadmConfig()
+	pinnedEndpoint.Data["ClusterConfiguration"] = strings.Replace(pinnedEndpoint.Data["ClusterConfiguration"],
+		"controlPlaneEndpoint: cp.example.com:6443", "controlPlaneEndpoint: 10.99.0.12:6443", 1)
+	extra["kubeadm-config, controlPlaneEndpoint pinned to cpe-2"] = pinnedEndpoint
+	master := fixtures.KubeProxy("node-1")
+	master.Spec.Containers[0].Command = append(master.Spec.Containers[0].Command, "--master=https://10.99.0.13")
+	extra["kube-proxy with --master pinned to cpe-3"] = master
 	for name, obj := range extra {
 		in.Objects = append(in.Objects, check.Object{Source: name, Object: obj})
 	}
