@@ -245,14 +245,20 @@ var _ = Describe("background audit", func() {
 			HaveKeyWithValue("statusFilter", ConsistOf("fail", "warn"))))))
 
 		By("nothing changes, so no audit round rewrites the reports")
-		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
-			r, err := report(ctx, gvk, ns)()
-			Expect(err).NotTo(HaveOccurred())
-			Consistently(func() (string, error) {
+		versions := func() ([]string, error) {
+			var out []string
+			for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
 				r, err := report(ctx, gvk, ns)()
-				return r.GetResourceVersion(), err
-			}).WithTimeout(3*time.Second).WithPolling(polling).Should(Equal(r.GetResourceVersion()), gvk.String())
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, r.GetResourceVersion())
+			}
+			return out, nil
 		}
+		before, err := versions()
+		Expect(err).NotTo(HaveOccurred())
+		Consistently(versions).WithTimeout(3 * time.Second).WithPolling(polling).Should(Equal(before))
 
 		By("one Event per violation, not one per audit round")
 		Eventually(auditEvents(ctx, ns, unrewritten.UID)).WithTimeout(settle).Should(HaveLen(1))
@@ -350,9 +356,17 @@ var _ = Describe("background audit", func() {
 		Eventually(second.Synced()).WithTimeout(settle).Should(BeClosed())
 		Consistently(auditEvents(ctx, ns, kubeVIP.UID)).WithTimeout(2 * time.Second).Should(announcedOnce)
 		By("its reports keep the time the violation was first seen, from the reports it found")
-		for gvk, t := range seen {
-			Consistently(firstSeen(gvk)).WithTimeout(2*time.Second).Should(Equal(t), gvk.String())
-		}
+		Consistently(func() (map[schema.GroupVersionKind]int64, error) {
+			now := map[schema.GroupVersionKind]int64{}
+			for gvk := range seen {
+				t, err := firstSeen(gvk)()
+				if err != nil {
+					return nil, err
+				}
+				now[gvk] = t
+			}
+			return now, nil
+		}).WithTimeout(2 * time.Second).Should(Equal(seen))
 
 		By("a new violation is still announced by it")
 		kubeVIP2 := kubeVIPDaemonSet(ns, "v0.8.5")
