@@ -8,9 +8,6 @@
 package check
 
 import (
-	"slices"
-	"strings"
-
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -105,8 +102,8 @@ type fileCluster struct {
 }
 
 var (
-	_ policy.Cluster          = (*fileCluster)(nil)
-	_ cpendpoint.ControlPlane = (*fileCluster)(nil)
+	_ policy.Cluster           = (*fileCluster)(nil)
+	_ cpendpoint.LabelledNodes = (*fileCluster)(nil)
 )
 
 func newFileCluster(objects []Object) *fileCluster {
@@ -136,22 +133,18 @@ func (c *fileCluster) Node(name string) (*corev1.Node, bool) {
 // chose to give, so the answer is always known.
 func (c *fileCluster) APIServerPods() ([]*corev1.Pod, bool) { return c.apiServerPods, true }
 
-// ControlPlaneNodes implements cpendpoint.ControlPlane: the Nodes in the
-// files labelled node-role.kubernetes.io/control-plane or running one of
-// the files' kube-apiserver pods, sorted by name. Without a Node in the
-// files it cannot tell: no verdict, rather than "fine".
-func (c *fileCluster) ControlPlaneNodes() ([]*corev1.Node, bool) {
+// NodesLabelled implements cpendpoint.LabelledNodes: the Nodes in the files
+// with label key. Without a Node in the files it cannot tell: no verdict,
+// rather than "fine".
+func (c *fileCluster) NodesLabelled(key string) ([]*corev1.Node, bool) {
 	if len(c.nodes) == 0 {
 		return nil, false
 	}
 	var out []*corev1.Node
 	for _, n := range c.nodes {
-		_, labelled := n.Labels[cpendpoint.ControlPlaneLabel]
-		runs := slices.ContainsFunc(c.apiServerPods, func(p *corev1.Pod) bool { return p.Spec.NodeName == n.Name })
-		if labelled || runs {
+		if _, ok := n.Labels[key]; ok {
 			out = append(out, n)
 		}
 	}
-	slices.SortFunc(out, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
 	return out, true
 }

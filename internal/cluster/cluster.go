@@ -7,8 +7,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -127,7 +125,7 @@ type View struct {
 var (
 	_ policy.Cluster            = (*View)(nil)
 	_ hostnetwork.Verifications = (*View)(nil)
-	_ cpendpoint.ControlPlane   = (*View)(nil)
+	_ cpendpoint.LabelledNodes  = (*View)(nil)
 )
 
 // NewView registers the Node and Pod informers with c (they start with the
@@ -258,41 +256,21 @@ func (v *View) APIServerPods() ([]*corev1.Pod, bool) {
 	return pods, true
 }
 
-// ControlPlaneNodes implements cpendpoint.ControlPlane: the nodes labelled
-// node-role.kubernetes.io/control-plane or running a kube-apiserver pod,
-// sorted by name, from the cache (read-only).
-func (v *View) ControlPlaneNodes() ([]*corev1.Node, bool) {
-	if !v.nodes.HasSynced() || !v.pods.HasSynced() {
+// NodesLabelled implements cpendpoint.LabelledNodes, from the cache
+// (read-only).
+func (v *View) NodesLabelled(key string) ([]*corev1.Node, bool) {
+	if !v.nodes.HasSynced() {
 		return nil, false
 	}
 	list := &corev1.NodeList{}
-	if err := v.reader.List(context.Background(), list, client.HasLabels{cpendpoint.ControlPlaneLabel}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := v.reader.List(context.Background(), list, client.HasLabels{key}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, false
 	}
-	byName := map[string]*corev1.Node{}
+	nodes := make([]*corev1.Node, len(list.Items))
 	for i := range list.Items {
-		byName[list.Items[i].Name] = &list.Items[i]
+		nodes[i] = &list.Items[i]
 	}
-	pods, _ := v.APIServerPods()
-	for _, p := range pods {
-		if p.Spec.NodeName == "" || byName[p.Spec.NodeName] != nil {
-			continue
-		}
-		if n, ok := v.Node(p.Spec.NodeName); ok {
-			byName[n.Name] = n
-		}
-	}
-	return sortedNodes(byName), true
-}
-
-// sortedNodes returns the nodes of byName sorted by name.
-func sortedNodes(byName map[string]*corev1.Node) []*corev1.Node {
-	out := make([]*corev1.Node, 0, len(byName))
-	for _, n := range byName {
-		out = append(out, n)
-	}
-	slices.SortFunc(out, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
-	return out
+	return nodes, true
 }
 
 // NamespaceLabels returns the labels of namespace (the policies' exclude

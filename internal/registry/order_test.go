@@ -46,10 +46,10 @@ func (s *shuffled) NodesVerifying(endpoint string) iter.Seq[hostnetwork.NodeRepo
 
 func (s *shuffled) Groups() []string { return permute(s.rnd, s.Endpoints.Groups()) }
 
-func (s *shuffled) ControlPlaneNodes() ([]*corev1.Node, bool) {
+func (s *shuffled) NodesLabelled(key string) ([]*corev1.Node, bool) {
 	var out []*corev1.Node
 	for _, n := range s.nodes {
-		if _, ok := n.Labels[cpendpoint.ControlPlaneLabel]; ok {
+		if _, ok := n.Labels[key]; ok {
 			out = append(out, n)
 		}
 	}

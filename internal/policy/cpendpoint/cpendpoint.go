@@ -68,13 +68,49 @@ var Descriptor = policy.Descriptor{
 	New:     func(policy.Settings) (policy.Rule, error) { return Rule{}, nil },
 }
 
-// ControlPlane is what a front-end knows of the control-plane nodes. A
-// Cluster that does not implement it, or does not know, gives no verdict.
-type ControlPlane interface {
-	// ControlPlaneNodes returns the nodes labelled ControlPlaneLabel or
-	// running a kube-apiserver pod, sorted by name; ok is false when the
+// LabelledNodes is what the rule needs of a front-end besides
+// policy.Cluster: the nodes that carry a label. A Cluster that does not
+// implement it, or does not know, gives no verdict.
+type LabelledNodes interface {
+	// NodesLabelled returns the nodes with label key; ok is false when the
 	// front-end cannot tell (a cache not synced, no Node in check's files).
-	ControlPlaneNodes() (nodes []*corev1.Node, ok bool)
+	NodesLabelled(key string) (nodes []*corev1.Node, ok bool)
+}
+
+// ControlPlaneNodes returns the control-plane nodes the cluster knows: those
+// labelled ControlPlaneLabel, and those running a kube-apiserver pod, sorted
+// by name. ok is false when the cluster cannot tell.
+func ControlPlaneNodes(c policy.Cluster) (nodes []*corev1.Node, ok bool) {
+	l, isLabelled := c.(LabelledNodes)
+	if c == nil || !isLabelled {
+		return nil, false
+	}
+	labelled, ok := l.NodesLabelled(ControlPlaneLabel)
+	if !ok {
+		return nil, false
+	}
+	pods, ok := c.APIServerPods()
+	if !ok {
+		return nil, false
+	}
+	byName := map[string]*corev1.Node{}
+	for _, n := range labelled {
+		byName[n.Name] = n
+	}
+	for _, p := range pods {
+		if p.Spec.NodeName == "" || byName[p.Spec.NodeName] != nil {
+			continue
+		}
+		if n, ok := c.Node(p.Spec.NodeName); ok {
+			byName[n.Name] = n
+		}
+	}
+	nodes = make([]*corev1.Node, 0, len(byName))
+	for _, n := range byName {
+		nodes = append(nodes, n)
+	}
+	slices.SortFunc(nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
+	return nodes, true
 }
 
 // Rule reports an API endpoint whose host is an address of exactly one
@@ -126,11 +162,7 @@ func (Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	if len(endpoints) == 0 {
 		return findings, true
 	}
-	cp, ok := t.Cluster.(ControlPlane)
-	if !ok {
-		return findings, len(findings) > 0
-	}
-	nodes, known := cp.ControlPlaneNodes()
+	nodes, known := ControlPlaneNodes(t.Cluster)
 	if !known {
 		return findings, len(findings) > 0
 	}

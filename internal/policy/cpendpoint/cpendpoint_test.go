@@ -24,7 +24,7 @@ type cluster struct {
 
 func (cluster) Node(string) (*corev1.Node, bool)     { return nil, false }
 func (cluster) APIServerPods() ([]*corev1.Pod, bool) { return nil, true }
-func (c cluster) ControlPlaneNodes() ([]*corev1.Node, bool) {
+func (c cluster) NodesLabelled(string) ([]*corev1.Node, bool) {
 	return c.nodes, c.known
 }
 
