@@ -376,6 +376,9 @@ func masterFlags(c *corev1.Container) []flag {
 func runsKubeProxyInShell(c *corev1.Container) bool {
 	for _, argv := range [][]string{c.Command, c.Args} {
 		for _, a := range argv {
+			if !strings.Contains(a, "kube-proxy") {
+				continue // every container of every pod comes here: no allocation
+			}
 			for _, w := range strings.Fields(a) {
 				if w == "kube-proxy" || strings.HasSuffix(w, "/kube-proxy") {
 					return true
