@@ -196,7 +196,8 @@ image: build ## Build the OCI image without a container engine into bin/image/ (
 image-tools: ## Install runc and umoci (Debian packages) when missing: make image-test runs the image with them.
 	@command -v runc >/dev/null && command -v umoci >/dev/null || { \
 		echo ">> installing runc and umoci (apt-get)"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null || { \
+			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null; }; }
 
 .PHONY: image-test
 image-test: envtest image-tools ## Build the image, unpack it with umoci and run it with runc (root, host network, loopback only): --version, and serve ready against the envtest API server.
