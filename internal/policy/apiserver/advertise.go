@@ -8,9 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
@@ -83,37 +81,18 @@ func (AdvertiseAddressRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	if policy.Excluded(t.Object, t.NamespaceLabels) {
 		return nil, false
 	}
-	switch o := t.Object.(type) {
-	case *corev1.ConfigMap:
-		if o.Namespace != KubeadmConfigNamespace || o.Name != KubeadmConfigName {
-			return nil, false
-		}
-		data, ok := o.Data[ClusterConfigurationKey]
-		if !ok {
-			return nil, true
-		}
-		return checkClusterConfigurationYAML(data, field.NewPath("data").Key(ClusterConfigurationKey)), true
-	case *unstructured.Unstructured:
-		gvk := o.GroupVersionKind()
-		if gvk.Group != KubeadmGroup || gvk.Kind != "ClusterConfiguration" {
-			return nil, false
-		}
-		return checkClusterConfiguration(o.Object, nil), true
-	case *corev1.Pod:
-		return checkPod(o, t.Cluster)
+	if pod, ok := t.Object.(*corev1.Pod); ok {
+		return checkPod(pod, t.Cluster)
 	}
-	return nil, false
-}
-
-// checkClusterConfigurationYAML parses a ClusterConfiguration document and
-// checks it. A document that cannot be parsed is itself a finding: kubeadm
-// could not read it either.
-func checkClusterConfigurationYAML(doc string, fldPath *field.Path) []policy.Finding {
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
-		return []policy.Finding{{Field: fldPath, Rule: RuleClusterConfiguration, Message: fmt.Sprintf("cannot be parsed as a kubeadm ClusterConfiguration: %v", err)}}
+	cfg, path, ok, err := ClusterConfigurationOf(t.Object)
+	switch {
+	case !ok:
+		return nil, false
+	case err != nil:
+		// kubeadm could not read it either.
+		return []policy.Finding{{Field: path, Rule: RuleClusterConfiguration, Message: err.Error()}}, true
 	}
-	return checkClusterConfiguration(cfg, fldPath)
+	return checkClusterConfiguration(cfg, path), true
 }
 
 // checkClusterConfiguration reports advertise-address in apiServer.extraArgs,

@@ -13,10 +13,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
@@ -199,21 +197,14 @@ func fixFor(rule string) string {
 // endpointsOf returns the API endpoints obj carries, and whether the policy
 // applies to it at all. A value that cannot be read is a finding.
 func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Finding) {
-	switch o := t.Object.(type) {
-	case *corev1.ConfigMap:
+	if cfg, path, ok, err := apiserver.ClusterConfigurationOf(t.Object); ok {
+		if err != nil {
+			return nil, true, &policy.Finding{Field: path, Rule: RuleKubeadm, Message: err.Error()}
+		}
+		return kubeadmEndpoint(cfg, path.Child("controlPlaneEndpoint")), true, nil
+	}
+	if o, ok := t.Object.(*corev1.ConfigMap); ok {
 		switch {
-		case o.Namespace == apiserver.KubeadmConfigNamespace && o.Name == apiserver.KubeadmConfigName:
-			data, ok := o.Data[apiserver.ClusterConfigurationKey]
-			if !ok {
-				return nil, true, nil
-			}
-			path := field.NewPath("data").Key(apiserver.ClusterConfigurationKey)
-			var cfg map[string]any
-			if err := yaml.Unmarshal([]byte(data), &cfg); err != nil {
-				return nil, true, &policy.Finding{Field: path, Rule: RuleKubeadm,
-					Message: fmt.Sprintf("cannot be parsed as a kubeadm ClusterConfiguration: %v", err)}
-			}
-			return kubeadmEndpoint(cfg, path.Child("controlPlaneEndpoint")), true, nil
 		case o.Namespace == ClusterInfoNamespace && o.Name == ClusterInfoName:
 			return kubeconfigEndpoints(o.Data[ClusterInfoKey], field.NewPath("data").Key(ClusterInfoKey), RuleClusterInfo,
 				"the server of the kubeconfig in kube-public/cluster-info",
@@ -226,12 +217,6 @@ func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Fin
 					"no node's Service routing is updated")
 		}
 		return nil, false, nil
-	case *unstructured.Unstructured:
-		gvk := o.GroupVersionKind()
-		if gvk.Group != apiserver.KubeadmGroup || gvk.Kind != "ClusterConfiguration" {
-			return nil, false, nil
-		}
-		return kubeadmEndpoint(o.Object, field.NewPath("controlPlaneEndpoint")), true, nil
 	}
 	spec, specPath, ok := policy.PodSpecOf(t.Object)
 	if !ok {
