@@ -35,7 +35,7 @@ func agentCommand(args []string, stderr io.Writer) int {
 	fs.DurationVar(&opts.Interval, "interval", opts.Interval, "How often the endpoints are checked.")
 	fs.DurationVar(&opts.Heartbeat, "heartbeat", opts.Heartbeat,
 		"How often the Lease is written when nothing changed; the webhook counts a report older than 3 heartbeats as stale.")
-	fs.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "How long one endpoint's check may take.")
+	fs.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "How long one endpoint's check may take; at most --interval. When not set, the default or --interval, whichever is shorter.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -47,6 +47,12 @@ func agentCommand(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "endpoint-policy agent: unexpected arguments %q\n", fs.Args())
 		return 2
+	}
+	// A default the user did not choose must not refuse the interval they
+	// did (the documented `--interval 1s`): only an explicit --timeout
+	// longer than --interval is an error.
+	if !flagSet(fs, "timeout") {
+		opts.Timeout = min(opts.Timeout, opts.Interval)
 	}
 	if err := opts.Validate(); err != nil {
 		fmt.Fprintf(stderr, "endpoint-policy agent: %v\n", err)
@@ -73,4 +79,11 @@ func agentCommand(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
 // Exit codes of the check command.
@@ -27,19 +28,71 @@ func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var (
-		files      stringList
-		output     string
-		configFile string
-		strict     bool
-		patchDir   string
-		nodeFQDN   string
-		staticPods bool
-		errorf     = func(format string, a ...any) int {
-			fmt.Fprintf(stderr, "endpoint-policy check: "+format+"\n", a...)
-			return checkBadCall
+	errorf := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "endpoint-policy check: "+format+"\n", a...)
+		return checkBadCall
+	}
+	f, err := parseCheckFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return checkPass
+	}
+	if errors.Is(err, errFlagsParsed) {
+		return checkBadCall // the flag package has said why
+	}
+	if err != nil {
+		return errorf("%v", err)
+	}
+	engine, err := loadEngine(f.configFile)
+	if err != nil {
+		return errorf("--config: %v", err)
+	}
+	// A document that cannot be read fails the check (exit 2), but the
+	// verdicts on everything else are still given: one bad file must not
+	// hide a deny.
+	in, readErr := check.ReadWith(f.files, stdin, check.Options{StaticPods: f.staticPods})
+	for _, w := range in.Warnings {
+		fmt.Fprintf(stderr, "endpoint-policy check: warning: %s\n", w)
+	}
+	report := check.Check(in, engine)
+	if f.output == "json" {
+		err = report.WriteJSON(stdout)
+	} else {
+		err = report.WriteTable(stdout)
+	}
+	if err != nil {
+		return errorf("writing the report: %v", err)
+	}
+	if readErr != nil {
+		return errorf("%v", readErr)
+	}
+	if f.patchDir != "" {
+		if err := emitPatches(in, f.patchDir, f.nodeFQDN, stderr); err != nil {
+			return errorf("%v", err)
 		}
-	)
+	}
+	if report.Summary.Deny > 0 || (f.strict && report.Summary.Warn > 0) {
+		return checkFail
+	}
+	return checkPass
+}
+
+// checkFlags are the check command's flags.
+type checkFlags struct {
+	files      stringList
+	output     string
+	configFile string
+	strict     bool
+	patchDir   string
+	nodeFQDN   string
+	staticPods bool
+}
+
+// errFlagsParsed: the flag package refused the command line and said why.
+var errFlagsParsed = errors.New("bad flags")
+
+// parseCheckFlags parses and checks the command line.
+func parseCheckFlags(args []string, stderr io.Writer) (checkFlags, error) {
+	var f checkFlags
 	fs := flag.NewFlagSet("endpoint-policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -58,83 +111,72 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.Var(&files, "f", "File, directory or - (standard input) to check; repeatable.")
-	fs.StringVar(&output, "o", "table", "Output format: table or json.")
-	fs.StringVar(&configFile, "config", "", "Policy configuration file (PolicyConfiguration); built-in defaults when not set.")
-	fs.BoolVar(&strict, "strict", false, "Exit 1 on warn findings too.")
-	fs.StringVar(&patchDir, "emit-kubeadm-patches", "",
+	fs.Var(&f.files, "f", "File, directory or - (standard input) to check; repeatable.")
+	fs.StringVar(&f.output, "o", "table", "Output format: table or json.")
+	fs.StringVar(&f.configFile, "config", "", "Policy configuration file (PolicyConfiguration); built-in defaults when not set.")
+	fs.BoolVar(&f.strict, "strict", false, "Exit 1 on warn findings too.")
+	fs.StringVar(&f.patchDir, "emit-kubeadm-patches", "",
 		"Write DIR/kube-apiserver0+strategic.yaml, a kubeadm patch pointing the kube-apiserver's IP-pinned probes at --node-fqdn.")
-	fs.StringVar(&nodeFQDN, "node-fqdn", "", "The node's DNS name, for --emit-kubeadm-patches.")
-	fs.BoolVar(&staticPods, "static-pods", false,
+	fs.StringVar(&f.nodeFQDN, "node-fqdn", "", "The node's DNS name, for --emit-kubeadm-patches.")
+	fs.BoolVar(&f.staticPods, "static-pods", false,
 		"Read every pod as a static pod, as its mirror pod is admitted: never changed (a violation is still a deny: the file can be fixed). Pods in a directory named manifests are read so anyway.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return checkPass
+			return f, err
 		}
-		return checkBadCall
+		return f, errFlagsParsed
 	}
-	switch {
-	case fs.NArg() > 0:
-		return errorf("unexpected arguments %q (give paths with -f)", fs.Args())
-	case len(files) == 0:
-		return errorf("-f: Required value: give at least one file, directory or - for standard input")
-	case output != "table" && output != "json":
-		return errorf("-o %q: must be table or json", output)
-	case (patchDir == "") != (nodeFQDN == ""):
-		return errorf("--emit-kubeadm-patches and --node-fqdn go together")
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected arguments %q (give paths with -f)", fs.Args())
 	}
-	if nodeFQDN != "" {
-		if _, err := netip.ParseAddr(nodeFQDN); err == nil {
-			return errorf("--node-fqdn %q: must be the node's DNS name, not an IP (an IP is what breaks when the address changes)", nodeFQDN)
-		}
-		if errs := validation.IsDNS1123Subdomain(nodeFQDN); len(errs) > 0 {
-			return errorf("--node-fqdn %q: %s", nodeFQDN, strings.Join(errs, "; "))
-		}
-	}
+	return f, f.validate()
+}
 
+// validate checks the flags together.
+func (f checkFlags) validate() error {
+	switch {
+	case len(f.files) == 0:
+		return errors.New("-f: Required value: give at least one file, directory or - for standard input")
+	case f.output != "table" && f.output != "json":
+		return fmt.Errorf("-o %q: must be table or json", f.output)
+	case (f.patchDir == "") != (f.nodeFQDN == ""):
+		return errors.New("--emit-kubeadm-patches and --node-fqdn go together")
+	case f.nodeFQDN == "":
+		return nil
+	}
+	if _, err := netip.ParseAddr(f.nodeFQDN); err == nil {
+		return fmt.Errorf("--node-fqdn %q: must be the node's DNS name, not an IP (an IP is what breaks when the address changes)", f.nodeFQDN)
+	}
+	if errs := validation.IsDNS1123Subdomain(f.nodeFQDN); len(errs) > 0 {
+		return fmt.Errorf("--node-fqdn %q: %s", f.nodeFQDN, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// loadEngine builds the policy engine from the configuration file, or the
+// built-in defaults.
+func loadEngine(configFile string) (*policy.Engine, error) {
 	cfg := config.Default()
 	if configFile != "" {
 		var err error
 		if cfg, _, err = config.Load(configFile); err != nil {
-			return errorf("--config: %v", err)
+			return nil, err
 		}
 	}
-	engine, err := cfg.Engine()
+	return cfg.Engine()
+}
+
+// emitPatches writes the kubeadm patch for the kube-apiserver manifests in
+// in, and says on stderr what it wrote.
+func emitPatches(in *check.Input, dir, nodeFQDN string, stderr io.Writer) error {
+	path, err := check.EmitKubeadmPatches(in, dir, nodeFQDN)
 	if err != nil {
-		return errorf("--config: %v", err)
+		return err
 	}
-	// A document that cannot be read fails the check (exit 2), but the
-	// verdicts on everything else are still given: one bad file must not
-	// hide a deny.
-	in, readErr := check.ReadWith(files, stdin, check.Options{StaticPods: staticPods})
-	for _, w := range in.Warnings {
-		fmt.Fprintf(stderr, "endpoint-policy check: warning: %s\n", w)
-	}
-	report := check.Check(in, engine)
-	if output == "json" {
-		err = report.WriteJSON(stdout)
+	if path == "" {
+		fmt.Fprintln(stderr, "endpoint-policy check: no kube-apiserver manifest with IP-pinned probes: no kubeadm patch written")
 	} else {
-		err = report.WriteTable(stdout)
+		fmt.Fprintf(stderr, "endpoint-policy check: wrote %s\n", path)
 	}
-	if err != nil {
-		return errorf("writing the report: %v", err)
-	}
-	if readErr != nil {
-		return errorf("%v", readErr)
-	}
-	if patchDir != "" {
-		path, err := check.EmitKubeadmPatches(in, patchDir, nodeFQDN)
-		if err != nil {
-			return errorf("%v", err)
-		}
-		if path == "" {
-			fmt.Fprintln(stderr, "endpoint-policy check: no kube-apiserver manifest with IP-pinned probes: no kubeadm patch written")
-		} else {
-			fmt.Fprintf(stderr, "endpoint-policy check: wrote %s\n", path)
-		}
-	}
-	if report.Summary.Deny > 0 || (strict && report.Summary.Warn > 0) {
-		return checkFail
-	}
-	return checkPass
+	return nil
 }

@@ -82,6 +82,13 @@ func TestRun(t *testing.T) {
 			wantStderr: "--node-name: required"},
 		{name: "agent heartbeat shorter than its interval", args: []string{"agent", "--node-name", "n", "--namespace", "ep", "--interval", "1m", "--heartbeat", "30s"},
 			wantCode: 2, wantStderr: "--heartbeat 30s: must be at least --interval (1m0s)"},
+		// The command line the endpoint-truth issue documents: the default
+		// --timeout (5s) must follow a shorter --interval, not refuse it.
+		{name: "agent as documented, --interval 1s", args: []string{"agent", "--config", "/nonexistent/config.yaml", "--kubeconfig", "/nonexistent/kubeconfig",
+			"--node-name", "n", "--namespace", "ep", "--interval", "1s", "--heartbeat", "10s"},
+			wantCode: 1, wantStderr: "--kubeconfig /nonexistent/kubeconfig"},
+		{name: "agent timeout longer than its interval", args: []string{"agent", "--node-name", "n", "--namespace", "ep", "--interval", "1s", "--heartbeat", "10s", "--timeout", "5s"},
+			wantCode: 2, wantStderr: "--timeout 5s: must be positive and at most --interval (1s)"},
 		{name: "agent with an unreadable kubeconfig", args: []string{"agent", "--node-name", "n", "--namespace", "ep", "--kubeconfig", "/nonexistent/kubeconfig"},
 			wantCode: 1, wantStderr: "--kubeconfig /nonexistent/kubeconfig"},
 		{name: "unreadable kubeconfig", args: []string{"serve", "--cert-dir", certs, "--namespace", "endpoint-policy", "--kubeconfig", "/nonexistent/kubeconfig"}, wantCode: 1,

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 )
 
@@ -127,7 +128,7 @@ func (a *Agent) loadConfig() error {
 	if string(raw) == a.raw && a.settings.Host != "" {
 		return nil
 	}
-	s, err := config.HostNetworkSettings(cfg)
+	s, err := settingsOf(cfg)
 	if err != nil {
 		return err
 	}
@@ -136,6 +137,20 @@ func (a *Agent) loadConfig() error {
 	}
 	a.settings, a.raw = s, string(raw)
 	return nil
+}
+
+// settingsOf returns host-network-endpoint's settings in c: what the agent
+// checks.
+func settingsOf(c *config.PolicyConfiguration) (hostnetwork.Settings, error) {
+	p := c.Policies[hostnetwork.ID]
+	if p == nil {
+		return hostnetwork.Settings{}, fmt.Errorf("policies.%s: not configured", hostnetwork.ID)
+	}
+	s, err := policy.SettingsAs[hostnetwork.Settings](hostnetwork.ID, p.Settings)
+	if err != nil {
+		return hostnetwork.Settings{}, err
+	}
+	return *s, nil
 }
 
 // Run checks and publishes every interval (with 10% jitter, so that the

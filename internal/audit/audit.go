@@ -129,34 +129,9 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	if o.Engine == nil || o.Cluster == nil || o.Namespaces == nil || o.Events == nil || o.Metrics == nil || o.ReportingController == "" {
 		return nil, fmt.Errorf("%s: engine, cluster, namespaces, events, reporting controller and metrics are all required", Name)
 	}
-	opts := CacheOptions()
-	opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
-	c, err := cache.New(mgr.GetConfig(), opts)
+	c, configMaps, err := newCaches(mgr)
 	if err != nil {
-		return nil, fmt.Errorf("%s cache: %w", Name, err)
-	}
-	if err := mgr.Add(c); err != nil {
-		return nil, fmt.Errorf("%s cache: %w", Name, err)
-	}
-	configMaps := map[types.NamespacedName]*configMapCache{}
-	for _, nn := range AuditedConfigMaps {
-		opts := ConfigMapCacheOptions(nn)
-		opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
-		cm, err := cache.New(mgr.GetConfig(), opts)
-		if err != nil {
-			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
-		}
-		if err := mgr.Add(cm); err != nil {
-			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
-		}
-		c := &configMapCache{Cache: cm}
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			c.waitForSync(ctx, nn)
-			return nil
-		})); err != nil {
-			return nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
-		}
-		configMaps[nn] = c
+		return nil, err
 	}
 	pods, err := podClient(mgr)
 	if err != nil {
@@ -202,31 +177,71 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return nil, fmt.Errorf("%s reports: %w", Name, err)
 	}
 
+	if err := a.watch(mgr); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// newCaches returns the audit's own cache, of the audited kinds but pods
+// and ConfigMaps, and one cache per audited ConfigMap, added to mgr.
+func newCaches(mgr manager.Manager) (cache.Cache, map[types.NamespacedName]*configMapCache, error) {
+	opts := CacheOptions()
+	opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
+	c, err := cache.New(mgr.GetConfig(), opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s cache: %w", Name, err)
+	}
+	if err := mgr.Add(c); err != nil {
+		return nil, nil, fmt.Errorf("%s cache: %w", Name, err)
+	}
+	configMaps := map[types.NamespacedName]*configMapCache{}
+	for _, nn := range AuditedConfigMaps {
+		cm, err := newConfigMapCache(mgr, nn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
+		}
+		configMaps[nn] = cm
+	}
+	return c, configMaps, nil
+}
+
+// newConfigMapCache returns the cache of the ConfigMap nn, added to mgr
+// with a runnable that says when it synced (or cannot).
+func newConfigMapCache(mgr manager.Manager, nn types.NamespacedName) (*configMapCache, error) {
+	opts := ConfigMapCacheOptions(nn)
+	opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
+	cm, err := cache.New(mgr.GetConfig(), opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(cm); err != nil {
+		return nil, err
+	}
+	c := &configMapCache{Cache: cm}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		c.waitForSync(ctx, nn)
+		return nil
+	})); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// watch creates the audit's controller and its watches: each audited kind
+// (pods come from the pod feed, see enqueueAll), each audited ConfigMap, and
+// what other verdicts depend on.
+func (a *Audit) watch(mgr manager.Manager) error {
 	ctrl, err := controller.NewTyped[Key](Name, mgr, controller.TypedOptions[Key]{
 		Reconciler:              a,
 		MaxConcurrentReconciles: 2,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for kindName, k := range audited {
-		enqueue := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []Key {
-			return []Key{{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(obj)}}
-		})
-		switch k.GVK {
-		case kinds.Pod.GVK:
-			continue // the pod feed's, see enqueueAll
-		case kinds.ConfigMap.GVK:
-			for nn, cm := range configMaps {
-				src := nonBlocking{source.TypedKind[client.Object, Key](cm.Cache, k.New(), enqueue)}
-				if err := ctrl.Watch(src); err != nil {
-					return nil, fmt.Errorf("%s: watching ConfigMap %s: %w", Name, nn, err)
-				}
-			}
-			continue
-		}
-		if err := ctrl.Watch(source.TypedKind[client.Object, Key](c, k.New(), enqueue)); err != nil {
-			return nil, fmt.Errorf("%s: watching %s: %w", Name, k, err)
+		if err := a.watchKind(ctrl, kindName, k); err != nil {
+			return err
 		}
 	}
 	// Verdicts on a kube-apiserver pod depend on the other kube-apiservers
@@ -237,7 +252,7 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return a.apiServerKeys(ctx, mgrCache, "")
 	})
 	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Pod{}, allAPIServers)); err != nil {
-		return nil, fmt.Errorf("%s: watching kube-apiserver pods: %w", Name, err)
+		return fmt.Errorf("%s: watching kube-apiserver pods: %w", Name, err)
 	}
 	// The policies' ConfigMaps too (control-plane-endpoint): a node that
 	// joins or leaves the control plane can change their verdicts.
@@ -245,12 +260,36 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		return append(a.apiServerKeys(ctx, mgrCache, node.GetName()), configMapKeys()...)
 	})
 	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Node{}, onNode, addressesChanged())); err != nil {
-		return nil, fmt.Errorf("%s: watching nodes: %w", Name, err)
+		return fmt.Errorf("%s: watching nodes: %w", Name, err)
 	}
 	if err := ctrl.Watch(source.TypedFunc[Key](a.enqueueAll)); err != nil {
-		return nil, fmt.Errorf("%s: %w", Name, err)
+		return fmt.Errorf("%s: %w", Name, err)
 	}
-	return a, nil
+	return nil
+}
+
+// watchKind watches one audited kind: from the audit's cache, or for
+// ConfigMaps from each one's cache (which never blocks: nonBlocking).
+func (a *Audit) watchKind(ctrl controller.TypedController[Key], kindName string, k kinds.Kind) error {
+	enqueue := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []Key {
+		return []Key{{Kind: kindName, NamespacedName: client.ObjectKeyFromObject(obj)}}
+	})
+	switch k.GVK {
+	case kinds.Pod.GVK:
+		return nil // the pod feed's, see enqueueAll
+	case kinds.ConfigMap.GVK:
+		for nn, cm := range a.configMaps {
+			src := nonBlocking{source.TypedKind[client.Object, Key](cm.Cache, k.New(), enqueue)}
+			if err := ctrl.Watch(src); err != nil {
+				return fmt.Errorf("%s: watching ConfigMap %s: %w", Name, nn, err)
+			}
+		}
+		return nil
+	}
+	if err := ctrl.Watch(source.TypedKind[client.Object, Key](a.cache, k.New(), enqueue)); err != nil {
+		return fmt.Errorf("%s: watching %s: %w", Name, k, err)
+	}
+	return nil
 }
 
 // configMapKeys are the keys of AuditedConfigMaps.

@@ -256,23 +256,7 @@ func (f *podFeed) run(ctx context.Context, enqueue func(types.NamespacedName), s
 	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second}
 	first := true
 	watching := make(chan struct{})
-	go func() { // sweeps while the watch runs
-		select {
-		case <-ctx.Done():
-			return
-		case <-watching:
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-resweep:
-				if _, err := f.sweep(ctx, false, enqueue); err != nil && ctx.Err() == nil {
-					log.Error(err, "Auditing the hostNetwork pods again")
-				}
-			}
-		}
-	}()
+	go f.resweeps(ctx, watching, resweep, enqueue)
 	for ctx.Err() == nil {
 		add := enqueue
 		if first {
@@ -282,10 +266,7 @@ func (f *podFeed) run(ctx context.Context, enqueue func(types.NamespacedName), s
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error(err, "Listing the hostNetwork pods; retrying")
-				select {
-				case <-ctx.Done():
-				case <-time.After(backoff.Step()):
-				}
+				sleep(ctx, backoff.Step())
 			}
 			continue
 		}
@@ -298,5 +279,35 @@ func (f *podFeed) run(ctx context.Context, enqueue func(types.NamespacedName), s
 		if err := f.watch(ctx, rv, enqueue); err != nil && ctx.Err() == nil {
 			log.V(1).Info("Watching the hostNetwork pods again after a full list", "reason", err.Error())
 		}
+	}
+}
+
+// resweeps sweeps the pods again on each signal from resweep, once the
+// first sweep is done (watching closed), while the watch runs.
+func (f *podFeed) resweeps(ctx context.Context, watching <-chan struct{}, resweep <-chan struct{}, enqueue func(types.NamespacedName)) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-watching:
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-resweep:
+			if _, err := f.sweep(ctx, false, enqueue); err != nil && ctx.Err() == nil {
+				logf.FromContext(ctx).WithName(Name).Error(err, "Auditing the hostNetwork pods again")
+			}
+		}
+	}
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }

@@ -34,33 +34,10 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	if !ok {
 		return reconcile.Result{}, nil
 	}
-	var obj client.Object
-	if kind.GVK == kinds.Pod.GVK {
-		pod, found, err := a.pod(ctx, k.NamespacedName)
-		if err != nil || found == absent {
-			return reconcile.Result{}, err
-		}
-		if found == gone {
-			a.state.set(k, nil, nil, 0)
-			return reconcile.Result{}, nil
-		}
-		obj = pod
-	} else {
-		obj = kind.New()
-		err := a.readerFor(k).Get(ctx, k.NamespacedName, obj)
-		switch {
-		case apierrors.IsNotFound(err):
-			a.state.set(k, nil, nil, 0)
-			return reconcile.Result{}, nil
-		case err != nil:
-			return reconcile.Result{}, err
-		}
-		if ownedTemplate(obj) {
-			a.state.set(k, nil, nil, 0)
-			return reconcile.Result{}, nil
-		}
+	obj, err := a.object(ctx, k, kind)
+	if err != nil || obj == nil {
+		return reconcile.Result{}, err
 	}
-
 	nsLabels, err := cluster.NamespaceLabels(ctx, a.namespaces, k.Namespace)
 	if err != nil {
 		if pod, ok := obj.(*corev1.Pod); ok {
@@ -69,6 +46,49 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		return reconcile.Result{}, err
 	}
 	results := a.engine.Load().Evaluate(policy.Target{Object: obj, NamespaceLabels: nsLabels, Cluster: a.cluster})
+	violations, passes := a.violations(obj, results)
+	ref := objectRef{APIVersion: kind.GVK.GroupVersion().String(), Kind: kind.GVK.Kind, Namespace: obj.GetNamespace(),
+		Name: obj.GetName(), UID: obj.GetUID()}
+	if owner := metav1.GetControllerOf(obj); owner != nil {
+		ref.OwnerAPIVersion, ref.OwnerKind, ref.OwnerName, ref.OwnerUID = owner.APIVersion, owner.Kind, owner.Name, owner.UID
+	}
+	a.announce(ctx, obj, ref, a.state.set(k, &ref, violations, passes))
+	return reconcile.Result{}, nil
+}
+
+// object returns the object k names to audit, or nil when there is nothing
+// to audit: gone (its results are cleared), a pod without a change waiting,
+// or a template whose controller's is audited instead.
+func (a *Audit) object(ctx context.Context, k Key, kind kinds.Kind) (client.Object, error) {
+	if kind.GVK == kinds.Pod.GVK {
+		pod, found, err := a.pod(ctx, k.NamespacedName)
+		switch {
+		case err != nil || found == absent:
+			return nil, err
+		case found == gone:
+			a.state.set(k, nil, nil, 0)
+			return nil, nil
+		}
+		return pod, nil
+	}
+	obj := kind.New()
+	err := a.readerFor(k).Get(ctx, k.NamespacedName, obj)
+	switch {
+	case apierrors.IsNotFound(err):
+		a.state.set(k, nil, nil, 0)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case ownedTemplate(obj):
+		a.state.set(k, nil, nil, 0)
+		return nil, nil
+	}
+	return obj, nil
+}
+
+// violations turns the engine's results on obj into the report's
+// violations, and counts the passes; skipped policies count as neither.
+func (a *Audit) violations(obj client.Object, results []policy.Result) ([]violation, int) {
 	var violations []violation
 	passes := 0
 	now := time.Now()
@@ -76,8 +96,7 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		if a.skip[r.Policy] {
 			continue
 		}
-		action := r.Action
-		if action == policy.ActionAllow {
+		if r.Action == policy.ActionAllow {
 			passes++
 			continue
 		}
@@ -88,20 +107,21 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 		violations = append(violations, violation{
 			Policy:  r.Policy,
 			Mode:    r.Mode,
-			Action:  action,
+			Action:  r.Action,
 			Rule:    findingRules(r.Findings),
 			Message: policy.Shorten(strings.Join(r.Messages(policy.Would, maxMessagesPerResult), "; "), policy.MaxNoteBytes),
 			Since:   now,
 			field:   field,
 		})
 	}
-	ref := objectRef{APIVersion: kind.GVK.GroupVersion().String(), Kind: kind.GVK.Kind, Namespace: obj.GetNamespace(),
-		Name: obj.GetName(), UID: obj.GetUID()}
-	if owner := metav1.GetControllerOf(obj); owner != nil {
-		ref.OwnerAPIVersion, ref.OwnerKind, ref.OwnerName, ref.OwnerUID = owner.APIVersion, owner.Kind, owner.Name, owner.UID
-	}
+	return violations, passes
+}
+
+// announce records an Event for each new violation: about a pod's workload
+// once (ownerEvents), or about the object, related to the field.
+func (a *Audit) announce(ctx context.Context, obj client.Object, ref objectRef, added []violation) {
 	pod, _ := obj.(*corev1.Pod)
-	for _, v := range a.state.set(k, &ref, violations, passes) {
+	for _, v := range added {
 		if workload := podWorkload(ctx, a.cache, pod); workload != nil {
 			if !a.announcedOwners.Has(workload.UID, v.Policy, true) {
 				a.owners.add(ctx, workload, v.Policy, pod, v.Message)
@@ -118,7 +138,6 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 			a.events.Eventf(obj, related, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", v.Message)
 		}
 	}
-	return reconcile.Result{}, nil
 }
 
 // pod returns the hostNetwork pod to audit: the change the pod feed

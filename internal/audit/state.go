@@ -74,8 +74,7 @@ func newState(m *metrics.Recorder) *state {
 func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (added []violation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ns := s.byNamespace[k.Namespace]
-	old := ns[k]
+	old := s.byNamespace[k.Namespace][k]
 	var before, known []violation
 	if old != nil {
 		before = old.violations
@@ -83,18 +82,8 @@ func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (
 			known = before // not a new object under the same name
 		}
 	}
-	for i, v := range violations {
-		// The same finding in another mode (a configuration reload) is the
-		// same violation: it keeps its time and is not announced again.
-		if j := slices.IndexFunc(known, v.sameFinding); j >= 0 {
-			violations[i].Since = known[j].Since
-		} else {
-			added = append(added, v)
-		}
-	}
-	changed := old == nil && (len(violations) > 0 || passes > 0) ||
-		old != nil && (ref == nil || *ref != old.ref || old.passes != passes || !slices.EqualFunc(before, violations, violation.same))
-	if !changed {
+	added = keepSince(violations, known)
+	if !changed(old, ref, violations, passes) {
 		return nil
 	}
 	for _, v := range before {
@@ -103,24 +92,53 @@ func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (
 	for _, v := range violations {
 		s.count(countKey{v.Policy, k.Namespace, k.Kind}, +1)
 	}
-	if ref == nil || (len(violations) == 0 && passes == 0) {
-		delete(ns, k)
-		if len(ns) == 0 {
-			delete(s.byNamespace, k.Namespace)
-		}
-	} else {
-		if ns == nil {
-			ns = map[Key]*entry{}
-			s.byNamespace[k.Namespace] = ns
-		}
-		ns[k] = &entry{ref: *ref, violations: violations, passes: passes}
-	}
+	s.store(k, ref, violations, passes)
 	s.dirty[k.Namespace] = true
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 	return added
+}
+
+// keepSince gives each of violations seen among known the time it was first
+// seen, and returns the others: the new ones. The same finding in another
+// mode (a configuration reload) is the same violation: it keeps its time and
+// is not announced again.
+func keepSince(violations, known []violation) (added []violation) {
+	for i, v := range violations {
+		if j := slices.IndexFunc(known, v.sameFinding); j >= 0 {
+			violations[i].Since = known[j].Since
+		} else {
+			added = append(added, v)
+		}
+	}
+	return added
+}
+
+// changed reports whether the entry old differs from what set is given.
+func changed(old *entry, ref *objectRef, violations []violation, passes int) bool {
+	if old == nil {
+		return len(violations) > 0 || passes > 0
+	}
+	return ref == nil || *ref != old.ref || old.passes != passes || !slices.EqualFunc(old.violations, violations, violation.same)
+}
+
+// store puts k's entry, or removes it when k is gone or has no result.
+func (s *state) store(k Key, ref *objectRef, violations []violation, passes int) {
+	ns := s.byNamespace[k.Namespace]
+	if ref == nil || (len(violations) == 0 && passes == 0) {
+		delete(ns, k)
+		if len(ns) == 0 {
+			delete(s.byNamespace, k.Namespace)
+		}
+		return
+	}
+	if ns == nil {
+		ns = map[Key]*entry{}
+		s.byNamespace[k.Namespace] = ns
+	}
+	ns[k] = &entry{ref: *ref, violations: violations, passes: passes}
 }
 
 func (s *state) count(c countKey, delta int) {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,113 +15,20 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
-	"github.com/endpoint-policy/endpoint-policy/internal/controller"
 	"github.com/endpoint-policy/endpoint-policy/internal/drift"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
-	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubeproxy"
-	epwebhook "github.com/endpoint-policy/endpoint-policy/internal/webhook"
 )
-
-// Options configure the server. The serve command fills them from flags.
-type Options struct {
-	// WebhookHost is the address the webhook server binds ("" = all).
-	WebhookHost string
-	// WebhookPort is the webhook server's port.
-	WebhookPort int
-	// CertDir holds tls.crt and tls.key, reloaded when they change.
-	CertDir string
-	// ConfigFile is the policy configuration file; "" uses built-in defaults.
-	ConfigFile string
-	// ConfigPollInterval is how often the configuration file is re-read in
-	// case a file notification was missed.
-	ConfigPollInterval time.Duration
-	// MetricsBindAddress serves /metrics; "0" disables it.
-	MetricsBindAddress string
-	// HealthProbeBindAddress serves /healthz and /readyz; "0" disables it.
-	HealthProbeBindAddress string
-	// PprofBindAddress serves Go's /debug/pprof (plain HTTP, no
-	// authentication); "0" or "", the default, disables it. For profiling on
-	// a trusted address such as 127.0.0.1 (make bench), not for production.
-	PprofBindAddress string
-	// LeaderElect turns on leader election for controllers.
-	LeaderElect bool
-	// LeaderElectionNamespace holds the leader election Lease; "" means the
-	// namespace the server runs in.
-	LeaderElectionNamespace string
-	// Namespace is the release namespace, where the node agents' Leases
-	// are; "" means the namespace the server runs in.
-	Namespace string
-	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
-	// zero keeps controller-runtime's defaults (15s, 10s, 2s).
-	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
-	// EnableHTTP2 serves HTTP/2 on the webhook port. Off by default: the API
-	// server speaks HTTP/1.1 to webhooks, and HTTP/2 only adds exposure
-	// (CVE-2023-44487, rapid reset).
-	EnableHTTP2 bool
-	// TLSMinVersion is the lowest TLS version the webhook and metrics
-	// servers accept: tls.VersionTLS12 (default) or tls.VersionTLS13.
-	TLSMinVersion uint16
-	// MetricsSecure serves /metrics over HTTPS, only to clients that
-	// authenticate (TokenReview) and are authorized (SubjectAccessReview,
-	// get on the non-resource URL /metrics).
-	MetricsSecure bool
-	// MetricsCertDir holds the metrics server's tls.crt and tls.key; ""
-	// serves a self-signed certificate generated at start.
-	MetricsCertDir string
-	// WebhookConfigurations is the file of the webhook configurations as
-	// installed (a YAML stream, the chart's -webhooks ConfigMap): the leader
-	// reports where the live ones differ (internal/drift). "" turns drift
-	// detection off.
-	WebhookConfigurations string
-	// ShutdownDelay is how long the server keeps serving after it is told to
-	// stop, reporting not-ready and closing each kept-alive connection after
-	// its next response, before it stops accepting connections.
-	ShutdownDelay time.Duration
-}
-
-// DefaultOptions returns the defaults of the serve command's flags.
-func DefaultOptions() Options {
-	return Options{
-		WebhookPort:            9443,
-		CertDir:                filepath.Join("/tmp", "k8s-webhook-server", "serving-certs"),
-		ConfigPollInterval:     10 * time.Second,
-		MetricsBindAddress:     ":8443",
-		HealthProbeBindAddress: ":8081",
-		TLSMinVersion:          tls.VersionTLS12,
-		MetricsSecure:          true,
-		ShutdownDelay:          5 * time.Second,
-	}
-}
-
-// ShutdownTimeout bounds the stop once connections are no longer accepted:
-// in-flight admissions (each bounded by its webhook's timeoutSeconds, 3 s by
-// default) finish, the controllers stop, and the leader Lease is released.
-const ShutdownTimeout = 10 * time.Second
-
-// endpointRefreshInterval is how often node agent reports that expired are
-// noticed, and endpoint_policy_endpoint_nodes updated.
-const endpointRefreshInterval = time.Second
-
-// LeaderElectionID names the leader election Lease.
-const LeaderElectionID = "endpoint-policy.endpoint-policy.io"
-
-// EventSource is the reporting controller of the Events the server records.
-const EventSource = "endpoint-policy"
 
 // Server is a configured, not yet running, webhook server.
 type Server struct {
@@ -298,130 +204,6 @@ func (s *Server) newManager(mgrCtx context.Context, restConfig *rest.Config) (ma
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 	return mgr, nil
-}
-
-// setupAdmission registers the admission webhooks, each wrapped by the
-// drain: the pod mutator (its own HTTP handler) and the validators (on
-// controller-runtime's admission.Webhook).
-func (s *Server) setupAdmission(mgr manager.Manager, drain *drain, view policy.Cluster, rec *metrics.Recorder, events events.EventRecorder) error {
-	register := func(path string, h http.Handler) { mgr.GetWebhookServer().Register(path, drain.wrap(h)) }
-	mutator, err := epwebhook.NewPodMutator(s.engine, view, rec)
-	if err != nil {
-		return err
-	}
-	register(epwebhook.MutatePodPath, mutator)
-	for path, kinds := range map[string]epwebhook.Kinds{
-		epwebhook.ValidateWorkloadsPath:     epwebhook.WorkloadKinds,
-		epwebhook.ValidateKubeadmConfigPath: epwebhook.ConfigMapKinds,
-		epwebhook.ValidateConfigMapsPath:    epwebhook.ConfigMapKinds,
-	} {
-		validator, err := epwebhook.NewValidator(path, kinds, s.engine, view, rec, events)
-		if err != nil {
-			return err
-		}
-		register(path, &admission.Webhook{Handler: validator})
-	}
-	return nil
-}
-
-// setupLeaderOnly adds what only the leader runs: the kube-proxy controller
-// and the background audit, the same engine on the objects already in the
-// cluster. kube-proxy-node-deleting is left to its controller, which keeps
-// it true continuously.
-func (s *Server) setupLeaderOnly(ctx context.Context, mgr manager.Manager, view policy.Cluster, rec *metrics.Recorder, events events.EventRecorder) (*audit.Audit, error) {
-	// The kube-proxy pods are cached by the configured selectors, which
-	// therefore hold until a restart (config.RestartRequired).
-	kubeProxy, ok := s.cfg.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings)
-	if !ok {
-		return nil, fmt.Errorf("--config: policies.%s has no pod selectors", kubeproxy.NodeDeletingID)
-	}
-	selectors, err := kubeProxy.Selectors()
-	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
-	}
-	kubeProxyPods, err := cluster.NewSelectedPods(ctx, mgr, selectors)
-	if err != nil {
-		return nil, fmt.Errorf("creating the kube-proxy pod cache: %w", err)
-	}
-	if err := controller.SetupNodeDeleting(mgr, controller.NodeDeletingOptions{
-		Engine: s.engine, Cluster: view, Pods: kubeProxyPods, Events: events, Metrics: rec,
-	}); err != nil {
-		return nil, err
-	}
-	return audit.New(ctx, mgr, audit.Options{
-		Engine: s.engine, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
-		ReportingController: EventSource, Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
-	})
-}
-
-// setupDrift adds the leader's webhook configuration drift detection, when
-// --webhook-configurations names the installed ones.
-func (s *Server) setupDrift(mgr manager.Manager, clients kubernetes.Interface, rec *metrics.Recorder, events events.EventRecorder, log logr.Logger) error {
-	if s.opts.WebhookConfigurations == "" {
-		return nil
-	}
-	d, err := drift.New(drift.Options{
-		Installed: s.opts.WebhookConfigurations,
-		CertFile:  filepath.Join(s.opts.CertDir, "tls.crt"),
-		Clients:   clients, Events: events, Metrics: rec,
-		Interval: driftInterval, Log: log.WithName("drift"),
-	})
-	if err != nil {
-		return fmt.Errorf("--webhook-configurations: %w", err)
-	}
-	if err := mgr.Add(d); err != nil {
-		return fmt.Errorf("adding the webhook configuration drift detection: %w", err)
-	}
-	return nil
-}
-
-// driftInterval is how often the webhook configurations are compared again
-// without a change to them: a renewed serving certificate, an upgraded
-// --webhook-configurations file.
-const driftInterval = time.Minute
-
-// setupReload watches the configuration file: a valid change swaps the
-// engine and the audit settings; a change that needs a restart
-// (config.RestartRequired) or that does not build is refused, and the
-// configuration in force is kept.
-func (s *Server) setupReload(mgr manager.Manager, aud *audit.Audit, rec *metrics.Recorder, log logr.Logger) error {
-	if s.opts.ConfigFile == "" {
-		return nil
-	}
-	apply := func(c *config.PolicyConfiguration) error {
-		if errs := c.RestartRequired(s.cfg); len(errs) > 0 {
-			return fmt.Errorf("%w; the configuration in force is kept", errs.ToAggregate())
-		}
-		e, err := c.Engine()
-		if err != nil {
-			return err
-		}
-		aud.SetSettings(c.Audit)
-		s.engine.Swap(e)
-		rec.PolicyModes(c.Modes())
-		return nil
-	}
-	w := config.NewWatcher(s.opts.ConfigFile, s.raw, s.opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
-	if err := mgr.Add(w); err != nil {
-		return fmt.Errorf("adding configuration watcher: %w", err)
-	}
-	return nil
-}
-
-// setupHealth: alive while the process answers; ready once the webhook's
-// TLS server answers, and not while draining, so that load balancers and
-// probes stop choosing this replica.
-func setupHealth(mgr manager.Manager, drain *drain) error {
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return fmt.Errorf("adding health check: %w", err)
-	}
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		return fmt.Errorf("adding readiness check: %w", err)
-	}
-	if err := mgr.AddReadyzCheck("shutdown", drain.checker); err != nil {
-		return fmt.Errorf("adding readiness check: %w", err)
-	}
-	return nil
 }
 
 // drainOnStop waits for ctx to end, then drains: not ready, kept-alive

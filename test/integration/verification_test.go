@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -117,6 +118,25 @@ var _ = Describe("host-network-endpoint verification", Ordered, func() {
 		// interval's 10% jitter; never one per interval (6).
 		Expect(writes).To(BeNumerically(">=", 2))
 		Expect(writes).To(BeNumerically("<=", 4))
+	})
+
+	// The endpoint-truth issue's command line, as written: no --timeout (its
+	// 5s default must follow the 1s interval) and the namespace from
+	// $POD_NAMESPACE, as the chart sets it.
+	It("runs as documented: agent --config F --kubeconfig K --node-name N --interval 1s --heartbeat 10s", func(ctx context.Context) {
+		configPath := filepath.Join(GinkgoT().TempDir(), "config.yaml")
+		Expect(os.WriteFile(configPath, []byte(agentSettings(eps.balancer)), 0o600)).To(Succeed())
+		cmd := exec.Command(serverBinary(), strings.Fields(
+			"agent --config "+configPath+" --kubeconfig "+kubeconfig+" --node-name ep-node-documented --interval 1s --heartbeat 10s")...)
+		cmd.Env = append(os.Environ(), "POD_NAMESPACE="+serverNamespace)
+		startProcess(cmd, "agent ep-node-documented")
+		lease := &coordinationv1.Lease{}
+		key := client.ObjectKey{Namespace: serverNamespace, Name: hostnetwork.LeaseName("ep-node-documented")}
+		Eventually(func(g Gomega) []hostnetwork.Status {
+			g.Expect(k8s.Get(ctx, key, lease)).To(Succeed())
+			return statusesOf(g, lease)
+		}).WithTimeout(settle).WithPolling(polling).Should(Equal([]hostnetwork.Status{hostnetwork.StatusVerified}))
+		Expect(lease.Spec.LeaseDurationSeconds).To(HaveValue(BeEquivalentTo(30)))
 	})
 
 	Context("with verification Required", func() {
@@ -321,11 +341,17 @@ func startAgent(kubeconfig, node, settings string) *agentProcess {
 	dir := GinkgoT().TempDir()
 	configPath := filepath.Join(dir, "config.yaml")
 	Expect(os.WriteFile(configPath, []byte(settings), 0o600)).To(Succeed())
-	logs := &syncBuffer{}
-	a := &agentProcess{exited: make(chan struct{})}
-	a.cmd = exec.Command(serverBinary(), "agent",
+	return startProcess(exec.Command(serverBinary(), "agent",
 		"--kubeconfig="+kubeconfig, "--config="+configPath, "--node-name="+node, "--namespace="+serverNamespace,
-		"--interval="+agentInterval.String(), "--heartbeat="+agentHeartbeat.String(), "--timeout=1s")
+		"--interval="+agentInterval.String(), "--heartbeat="+agentHeartbeat.String(), "--timeout=1s"), "agent "+node)
+}
+
+// startProcess starts cmd, keeps its output for the report of a failed spec
+// under name, and kills it when the spec ends.
+func startProcess(cmd *exec.Cmd, name string) *agentProcess {
+	GinkgoHelper()
+	logs := &syncBuffer{}
+	a := &agentProcess{cmd: cmd, exited: make(chan struct{})}
 	a.cmd.Stdout, a.cmd.Stderr = logs, logs
 	Expect(a.cmd.Start()).To(Succeed())
 	go func() {
@@ -335,7 +361,7 @@ func startAgent(kubeconfig, node, settings string) *agentProcess {
 	DeferCleanup(func() {
 		a.stop()
 		if CurrentSpecReport().Failed() {
-			AddReportEntry("logs of agent "+node, logs.String())
+			AddReportEntry("logs of "+name, logs.String())
 		}
 	})
 	return a

@@ -149,67 +149,90 @@ func verify(pod *corev1.Pod, v Verifications, want string) (endpoint, warning st
 	if !v.VerificationsSynced() {
 		return "", "not rewritten: " + shown + " is not verified: the node agents' reports are not loaded yet"
 	}
-	var unverified []string
-	var first NodeReport // the first unverified node by name, whose status and message are shown
-	miss := func(n NodeReport) {
-		if len(unverified) == 0 || n.Report.Node < first.Report.Node {
-			first = n
-		}
-		unverified = append(unverified, n.Report.Node)
-	}
-
+	var m misses
 	if names, ok := namedNodes(pod); ok {
-		for _, name := range names {
-			rep, ok := v.Report(name)
-			verified := ok && !rep.Stale && rep.Endpoint != ""
-			if want == "" && verified {
-				want = rep.Endpoint
-			}
-			if !verified || rep.Endpoint != want {
-				rep.Node = name
-				miss(NodeReport{Report: rep, Reported: ok})
-			}
-		}
 		if len(names) == 0 {
 			return "", "not rewritten: " + shown + " is not verified on any node: the pod's node affinity names none"
 		}
+		want = m.named(v, names, want)
 	} else {
 		fits := fitsNode(pod)
-		var matched bool
-		for n := range v.Nodes() {
-			if fits(n.Node) {
-				matched = true
-				break
-			}
-		}
-		if want == "" {
-			// host: auto: the first endpoint, in order, that a node the pod
-			// fits verified; not the first node's a cache lists, which would
-			// change the warning (and a report) from one call to the next.
-			want = firstVerifiedFitting(v, fits)
-		}
-		if !matched {
+		if !anyFits(v, fits) {
 			return "", "not rewritten: " + shown + " is not verified on any node: no known node matches the pod's nodeSelector, node affinity and tolerations"
 		}
-		for _, g := range v.Groups() {
-			if g == want && want != "" {
-				continue
-			}
-			for n := range v.NodesVerifying(g) {
-				if fits(n.Node) {
-					n.Report.Node = n.Node.Name
-					miss(n)
-				}
-			}
-		}
+		want = m.fitting(v, fits, want)
 	}
-	if len(unverified) == 0 {
+	if len(m.nodes) == 0 {
 		return want, ""
 	}
 	if want != "" {
 		shown = want
 	}
-	return "", fmt.Sprintf("not rewritten: %s is not verified on node(s) %s: %s", shown, nodeList(unverified), why(first, want))
+	return "", fmt.Sprintf("not rewritten: %s is not verified on node(s) %s: %s", shown, nodeList(m.nodes), why(m.first, want))
+}
+
+// misses are the nodes a pod can run on that did not verify the endpoint.
+type misses struct {
+	nodes []string
+	first NodeReport // the first by name, whose status and message are shown
+}
+
+func (m *misses) add(n NodeReport) {
+	if len(m.nodes) == 0 || n.Report.Node < m.first.Report.Node {
+		m.first = n
+	}
+	m.nodes = append(m.nodes, n.Report.Node)
+}
+
+// named checks the nodes a pod names (its nodeName, or node affinity on
+// metadata.name) and returns the endpoint wanted: want, or under host: auto
+// the first named node's verified one.
+func (m *misses) named(v Verifications, names []string, want string) string {
+	for _, name := range names {
+		rep, ok := v.Report(name)
+		verified := ok && !rep.Stale && rep.Endpoint != ""
+		if want == "" && verified {
+			want = rep.Endpoint
+		}
+		if !verified || rep.Endpoint != want {
+			rep.Node = name
+			m.add(NodeReport{Report: rep, Reported: ok})
+		}
+	}
+	return want
+}
+
+// fitting checks every known node the pod fits, by the endpoint each
+// verified, and returns the endpoint wanted. Under host: auto (want "")
+// that is the first endpoint, in order, that a node the pod fits verified;
+// not the first node's a cache lists, which would change the warning (and
+// a report) from one call to the next.
+func (m *misses) fitting(v Verifications, fits func(*corev1.Node) bool, want string) string {
+	if want == "" {
+		want = firstVerifiedFitting(v, fits)
+	}
+	for _, g := range v.Groups() {
+		if g == want && want != "" {
+			continue
+		}
+		for n := range v.NodesVerifying(g) {
+			if fits(n.Node) {
+				n.Report.Node = n.Node.Name
+				m.add(n)
+			}
+		}
+	}
+	return want
+}
+
+// anyFits reports whether the pod fits any known node.
+func anyFits(v Verifications, fits func(*corev1.Node) bool) bool {
+	for n := range v.Nodes() {
+		if fits(n.Node) {
+			return true
+		}
+	}
+	return false
 }
 
 // firstVerifiedFitting returns the first endpoint, sorted, that a node
