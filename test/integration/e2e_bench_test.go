@@ -63,6 +63,7 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 		e2eRounds  = 3
 		perConfig  = 300 // creates per configuration, round and concurrency
 		configured = "bench.endpoint-policy.io/config"
+		warmUp     = 20 // creates per configuration before the rounds
 	)
 
 	It("adds to a hostNetwork pod creation about what the minimal webhook and a MutatingAdmissionPolicy add", func(ctx context.Context) {
@@ -103,7 +104,7 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 			p50, p99 := map[key]spread{}, map[key]spread{}
 			cpu := map[key]spread{}
 			pids := map[string]int{"endpoint-policy": ours.cmd.Process.Pid, singleReplica: single.cmd.Process.Pid, "minimal webhook": minimal.cmd.Process.Pid}
-			createInterleaved(ctx, c, namespaces, 1, 20) // warm up
+			createInterleaved(ctx, c, namespaces, 1, warmUp)
 			for round := range e2eRounds {
 				for _, concurrency := range []int{1, 8} {
 					cpu0 := map[string]time.Duration{}
@@ -125,6 +126,14 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 				}
 				GinkgoWriter.Printf("round %d done\n", round+1)
 			}
+
+			// RSS after the run, as a user's replicas are after a rollout:
+			// the single replica has audited every pod it admitted.
+			rss := map[string]float64{}
+			for name, pid := range pids {
+				rss[name] = float64(procRSS(pid)) / (1 << 20)
+			}
+			created := (warmUp + e2eRounds*(perConfig+(perConfig/8)*8)) * len(configs) // in all namespaces
 
 			var b strings.Builder
 			fmt.Fprintf(&b, "## End to end: Pod CREATE through the envtest kube-apiserver\n\nMachine: %s. %d rounds; per round, concurrency and configuration %d creates, interleaved request by request; median (min–max) over the rounds of each round's percentile. Added: the configuration's median minus the baseline's. Webhook CPU: the webhook process's CPU time over the round, per pod it was called for.\n\n",
@@ -154,6 +163,15 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 					concurrency, cpu[key{singleReplica, concurrency}].median()/cpu[key{"minimal webhook", concurrency}].median(),
 					cpu[key{"endpoint-policy", concurrency}].median()/cpu[key{"minimal webhook", concurrency}].median())
 			}
+			ratio := func(name string, concurrency int) float64 {
+				return cpu[key{name, concurrency}].median() / cpu[key{"minimal webhook", concurrency}].median()
+			}
+			fmt.Fprintf(&b, "\n**Headline, as a user runs it** (README, top of docs/performance.md): CPU per admitted pod / the minimal webhook's, "+
+				"a follower (admission only): %.2f× at concurrency 1, %.2f× at 8; the leader or single replica (admission, audit and controllers, "+
+				"seeing the pods it admits): %.2f× at 1, %.2f× at 8. RSS after the run (%d hostNetwork pods created): follower %.1f MiB, "+
+				"single replica %.1f MiB, minimal webhook %.1f MiB.\n",
+				ratio("endpoint-policy", 1), ratio("endpoint-policy", 8), ratio(singleReplica, 1), ratio(singleReplica, 8),
+				created, rss["endpoint-policy"], rss[singleReplica], rss["minimal webhook"])
 			writeBenchReport("e2e.md", b.String())
 		})
 	})
