@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -78,6 +79,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&kubeconfig, "kubeconfig", "",
 		"Path to a kubeconfig. Only required if out-of-cluster; defaults to $KUBECONFIG, then in-cluster configuration, then ~/.kube/config.")
 	fs.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "Port the admission webhook server listens on.")
+	fs.StringVar(&opts.WebhookHost, "webhook-bind-address", "",
+		"IP address the admission webhook server listens on (the node's, for a hostNetwork install: the chart passes $(HOST_IP); 127.0.0.1 or ::1 for an API server on the same machine); every address when empty.")
 	fs.StringVar(&opts.CertDir, "cert-dir", opts.CertDir,
 		"Directory holding the webhook serving certificate, tls.crt and tls.key; reloaded when they change.")
 	fs.StringVar(&opts.ConfigFile, "config", "",
@@ -141,6 +144,10 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	if opts.WebhookPort < 1 || opts.WebhookPort > 65535 {
 		fmt.Fprintf(stderr, "endpoint-policy serve: --webhook-port %d: must be between 1 and 65535\n", opts.WebhookPort)
+		return 2
+	}
+	if _, err := netip.ParseAddr(opts.WebhookHost); opts.WebhookHost != "" && err != nil {
+		fmt.Fprintf(stderr, "endpoint-policy serve: --webhook-bind-address %q: must be an IP address (or empty for every address)\n", opts.WebhookHost)
 		return 2
 	}
 

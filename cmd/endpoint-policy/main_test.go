@@ -59,6 +59,8 @@ func TestRun(t *testing.T) {
 			wantStderr: `invalid value "https" for flag -webhook-port`},
 		{name: "port out of range", args: []string{"serve", "--webhook-port=70000"}, wantCode: 2,
 			wantStderr: "--webhook-port 70000: must be between 1 and 65535"},
+		{name: "webhook bind address not an IP", args: []string{"serve", "--webhook-bind-address=node-1"}, wantCode: 2,
+			wantStderr: `--webhook-bind-address "node-1": must be an IP address`},
 		{name: "TLS version", args: []string{"serve", "--tls-min-version=1.1"}, wantCode: 2,
 			wantStderr: `--tls-min-version "1.1": must be 1.2 or 1.3`},
 		{name: "negative shutdown delay", args: []string{"serve", "--shutdown-delay=-1s"}, wantCode: 2,

@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -418,12 +419,21 @@ func countEvents(ctx context.Context, c *sim.Cluster) (int, error) {
 	return n, nil
 }
 
+// countReports counts the namespaced reports in both APIs: audit.reportAPI
+// Auto writes OpenReports where served, else PolicyReports.
 func countReports(ctx context.Context, c *sim.Cluster) (int, error) {
-	data, err := c.Clients.CoreV1().RESTClient().Get().AbsPath("/apis/wgpolicyk8s.io/v1alpha2/policyreports").DoRaw(ctx)
-	if err != nil {
-		return 0, err
+	n := 0
+	for path, kind := range map[string]string{"/apis/wgpolicyk8s.io/v1alpha2/policyreports": "PolicyReport", "/apis/openreports.io/v1alpha1/reports": "Report"} {
+		data, err := c.Clients.CoreV1().RESTClient().Get().AbsPath(path).DoRaw(ctx)
+		if apierrors.IsNotFound(err) {
+			continue // the CRD is not installed
+		}
+		if err != nil {
+			return 0, err
+		}
+		n += strings.Count(string(data), `"kind":"`+kind+`"`)
 	}
-	return strings.Count(string(data), `"kind":"PolicyReport"`), nil
+	return n, nil
 }
 
 // podEvents counts the changes of hostNetwork pods (adds, updates,
@@ -727,7 +737,7 @@ func (r *report) write() error {
 	row("CPU at rest (60 s)", func(i int) string { return fmt.Sprintf("%.2f s", r.rest[i].cpu-r.after[i].cpu) })
 	fmt.Fprintf(&b, "\nAdmission at the leader during the rollout (`controller_runtime_webhook_latency_seconds`, /mutate-v1-pod, "+
 		"bucket upper bounds): p50 ≤ %gs, p99 ≤ %gs.\n\n", r.latency[0], r.latency[1])
-	fmt.Fprintf(&b, "API writes: %d Events from endpoint-policy (%.3f per hostNetwork pod), %d PolicyReports, %.0f pod patches by the kube-proxy controller.\n\n",
+	fmt.Fprintf(&b, "API writes: %d Events from endpoint-policy (%.3f per hostNetwork pod), %d reports, %.0f pod patches by the kube-proxy controller.\n\n",
 		r.events, float64(r.events)/float64(hostNetworkPods), r.reports, r.patches)
 	rd := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
 	if o.mode == policy.Audit {

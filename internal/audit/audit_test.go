@@ -139,14 +139,14 @@ func TestBuildReport(t *testing.T) {
 			wantResults: []string{"host-network-endpoint/fail/DaemonSet/cilium/1000"}, wantScope: "cilium?"},
 		{name: "1,000 bare pods over the cap: 99 listed, the 100th counts the other 901", entries: bare, limit: 100,
 			wantSummary: map[string]int64{"fail": 100},
-			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/", "...", "host-network-endpoint/fail/Pod/p-0099/901"}},
+			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/", "...", "host-network-endpoint/fail/-/-/901"}},
 		{name: "a cap never hides a (policy, result) pair", entries: mixed, limit: 100,
 			wantSummary: map[string]int64{"fail": 98, "warn": 2},
-			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/", "...", "host-network-endpoint/fail/Pod/p-0097/903",
+			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/", "...", "host-network-endpoint/fail/-/-/903",
 				"apiserver-probe-host/warn/Pod/ap/", "kube-vip-ipvs-backends/warn/Pod/kv/"}},
 		{name: "more pairs than the cap: one result each", entries: mixed, limit: 2,
 			wantSummary: map[string]int64{"fail": 1, "warn": 2},
-			wantResults: []string{"host-network-endpoint/fail/Pod/p-0000/1000", "apiserver-probe-host/warn/Pod/ap/", "kube-vip-ipvs-backends/warn/Pod/kv/"}},
+			wantResults: []string{"host-network-endpoint/fail/-/-/1000", "apiserver-probe-host/warn/Pod/ap/", "kube-vip-ipvs-backends/warn/Pod/kv/"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,7 +167,10 @@ func TestBuildReport(t *testing.T) {
 			for _, res := range results {
 				m := res.(map[string]any)
 				counted[m["result"].(string)]++
-				ref := m["resources"].([]any)[0].(map[string]any)
+				ref := map[string]any{"kind": "-", "name": "-"} // none: an aggregate over the cap
+				if resources, ok := m["resources"].([]any); ok {
+					ref = resources[0].(map[string]any)
+				}
 				objects, _ := m["properties"].(map[string]any)["objects"].(string)
 				got = append(got, fmt.Sprintf("%s/%s/%s/%s/%s", m["policy"], m["result"], ref["kind"], ref["name"], objects))
 				if m["severity"] == "" || m["category"] == "" {

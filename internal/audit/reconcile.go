@@ -105,13 +105,14 @@ func (a *Audit) violations(obj client.Object, results []policy.Result) ([]violat
 			field = f.String()
 		}
 		violations = append(violations, violation{
-			Policy:  r.Policy,
-			Mode:    r.Mode,
-			Action:  r.Action,
-			Rule:    findingRules(r.Findings),
-			Message: policy.Shorten(strings.Join(r.Messages(policy.Would, maxMessagesPerResult), "; "), policy.MaxNoteBytes),
-			Since:   now,
-			field:   field,
+			Policy:   r.Policy,
+			Mode:     r.Mode,
+			Action:   r.Action,
+			Rule:     findingRules(r.Findings),
+			Message:  r.Summary(policy.Would, maxMessagesPerResult, policy.MaxNoteBytes),
+			Since:    now,
+			Template: r.Findings[0].Template,
+			field:    field,
 		})
 	}
 	return violations, passes
@@ -195,6 +196,10 @@ type violation struct {
 	Message string
 	// Since is when the audit first saw this violation.
 	Since time.Time
+	// Template: about the pods a workload's template creates
+	// (policy.Finding.Template), which admission changes: worth a warning,
+	// not a failure.
+	Template bool
 	// field is the first finding's field (the policy when it has none):
 	// the related object's fieldPath in the violation's Event.
 	field string

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -58,11 +59,12 @@ type reportAPI struct {
 	cluster    schema.GroupVersionKind
 }
 
-// reportAPIs are the APIs written under audit.reportAPI Auto: each whose
-// CRDs are installed.
+// reportAPIs are the APIs the reports can be written in, in the order Auto
+// prefers them: OpenReports first, so that discover knows whether it is
+// served before it selects the other.
 var reportAPIs = []reportAPI{
-	{config.ReportAPIWGPolicy, PolicyReportGVK, ClusterPolicyReportGVK},
 	{config.ReportAPIOpenReports, ReportGVK, ClusterReportGVK},
+	{config.ReportAPIWGPolicy, PolicyReportGVK, ClusterPolicyReportGVK},
 }
 
 // kind is the report kind for namespace ("": the cluster-scoped one).
@@ -163,9 +165,15 @@ func (w *reportWriter) Start(ctx context.Context) error {
 	}
 }
 
-// isSelected says whether audit.reportAPI asks for api.
+// isSelected says whether audit.reportAPI asks for api. Auto asks for one
+// API, never both: a reader of both (Policy Reporter, where Kyverno installed
+// both CRDs) would list every result twice. OpenReports where its Report
+// CRD is served (Kyverno and Policy Reporter read it), else wgpolicyk8s.io.
 func (w *reportWriter) isSelected(api reportAPI) bool {
-	return w.selected == "" || w.selected == config.ReportAPIAuto || w.selected == api.name
+	if w.selected == "" || w.selected == config.ReportAPIAuto {
+		return (api.name == config.ReportAPIOpenReports) == w.installed[ReportGVK]
+	}
+	return w.selected == api.name
 }
 
 // discover finds out whether the report CRDs are installed (one log line
@@ -175,7 +183,6 @@ func (w *reportWriter) isSelected(api reportAPI) bool {
 // of an installed API that audit.reportAPI no longer selects are deleted.
 func (w *reportWriter) discover(ctx context.Context, log logr.Logger) {
 	for _, api := range reportAPIs {
-		selected := w.isSelected(api)
 		for _, gvk := range []schema.GroupVersionKind{api.namespaced, api.cluster} {
 			_, err := w.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 			installed := err == nil
@@ -185,6 +192,8 @@ func (w *reportWriter) discover(ctx context.Context, log logr.Logger) {
 			}
 			was, known := w.installed[gvk]
 			w.installed[gvk] = installed
+			// After installed is known: Auto's choice depends on it.
+			selected := w.isSelected(api)
 			if !installed {
 				if !known || was {
 					log.Info("Report CRD not installed: reports skipped (the violations gauge and Events are unaffected)", "kind", gvk.String())
@@ -318,6 +327,9 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 		if r.count > 1 {
 			properties["objects"] = strconv.Itoa(r.count)
 		}
+		if len(r.names) > 0 {
+			properties["objectNames"] = policy.Shorten(strings.Join(r.names, ", "), policy.MaxNoteBytes)
+		}
 		res := map[string]any{
 			"policy":  string(r.policy),
 			"source":  managedBy,
@@ -329,7 +341,9 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 				"nanos":   int64(0),
 			},
 			"properties": properties,
-			"resources":  []any{r.ref.reference()},
+		}
+		if r.ref != (objectRef{}) {
+			res["resources"] = []any{r.ref.reference()}
 		}
 		// Omitted when empty: the CRDs' severity is an enum.
 		for k, v := range map[string]string{"rule": r.rule, "severity": string(r.severity), "category": r.category} {
@@ -344,7 +358,7 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 		summary[k] = v
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"summary": summary, "results": results}}
-	if one := rows[0].ref; rows[0].count == 1 && !slices.ContainsFunc(rows, func(r result) bool { return r.ref.UID != one.UID || r.count != 1 }) {
+	if one := rows[0].ref; rows[0].count == 1 && one != (objectRef{}) && !slices.ContainsFunc(rows, func(r result) bool { return r.ref.UID != one.UID || r.count != 1 }) {
 		u.Object["scope"] = one.reference()
 	}
 	if api.name == config.ReportAPIOpenReports {
@@ -364,11 +378,13 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 	return u
 }
 
-// resultOf maps an action onto a report result: what admission would block
-// or change is a failure, what it only warns about (a change it holds back
-// as unverified included) a warning.
-func resultOf(a policy.Action) string {
-	if a == policy.ActionWarn || a == policy.ActionUnverified {
+// resultOf maps a violation onto a report result: what admission would
+// block or change is a failure, what it only warns about (a change it holds
+// back as unverified included) a warning, and so is a workload template
+// whose pods admission will change: the template is what to fix, nothing
+// runs wrong yet.
+func resultOf(v violation) string {
+	if v.Template || v.Action == policy.ActionWarn || v.Action == policy.ActionUnverified {
 		return "warn"
 	}
 	return "fail"

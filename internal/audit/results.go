@@ -27,9 +27,14 @@ type result struct {
 	message  string
 	since    time.Time
 	// ref is the object; for an aggregate, the workload whose pods it
-	// counts, or one of the objects it counts.
+	// counts, or none (a zero ref) for the objects over the cap.
 	ref   objectRef
 	count int // objects the result stands for
+	// names are the objects an aggregate stands for ("Kind/name"), for its
+	// properties: they change with the cluster, its message does not.
+	names []string
+	// template: about a workload's pod template (violation.Template).
+	template bool
 }
 
 // priorKey identifies a result across restarts: the object, the policy,
@@ -66,12 +71,13 @@ func reportResults(entries []entry, limit int, prior priorTimes) []result {
 	for _, e := range entries {
 		for _, v := range e.violations {
 			d, _ := registry.Lookup(v.Policy)
-			r := result{policy: v.Policy, rule: v.Rule, outcome: resultOf(v.Action), action: v.Action, mode: v.Mode,
-				severity: d.Severity, category: d.Category, message: v.Message, since: v.Since, ref: e.ref, count: 1}
+			r := result{policy: v.Policy, rule: v.Rule, outcome: resultOf(v), action: v.Action, mode: v.Mode,
+				severity: d.Severity, category: d.Category, message: v.Message, since: v.Since, ref: e.ref, count: 1, template: v.Template}
 			r.since = prior.since(r)
 			rows = append(rows, r)
 		}
 	}
+	rows = intoTemplates(rows)
 	sortResults(rows)
 	if len(rows) <= limit {
 		return rows
@@ -127,9 +133,11 @@ func byWorkload(rows []result, prior priorTimes) []result {
 		agg.ref = objectRef{APIVersion: first.ref.OwnerAPIVersion, Kind: first.ref.OwnerKind, Namespace: first.ref.Namespace,
 			Name: first.ref.OwnerName, UID: first.ref.OwnerUID}
 		agg.count = len(g)
+		agg.names = names(g)
 		agg.rule = rules(g)
-		agg.message = policy.Shorten(fmt.Sprintf("%d pods of %s %s, e.g. pod %s: %s", len(g), first.ref.OwnerKind, first.ref.OwnerName,
-			first.ref.Name, first.message), policy.MaxNoteBytes)
+		// No count and no pod in the message: Policy Reporter tells results
+		// apart by it, and one pod going must not make a "new" violation.
+		agg.message = policy.Shorten(fmt.Sprintf("pods of %s %s: %s", first.ref.OwnerKind, first.ref.OwnerName, commonMessage(g)), policy.MaxNoteBytes)
 		agg.since = earliest(g)
 		agg.since = prior.since(agg)
 		out = append(out, agg)
@@ -184,17 +192,90 @@ func capPairs(rows []result, limit int, prior priorTimes) []result {
 		}
 		first := rest[0]
 		agg := first
+		agg.ref = objectRef{} // it stands for them all; properties name them
 		agg.count = objects
+		agg.names = names(rest)
 		agg.rule = rules(rest)
-		more := ""
-		if len(shown) > 0 {
-			more = " more"
-		}
-		agg.message = policy.Shorten(fmt.Sprintf("%d%s objects in violation of %s, not listed one by one (audit.maxReportResults), e.g. %s %s: %s",
-			objects, more, first.policy, first.ref.Kind, first.ref.Name, first.message), policy.MaxNoteBytes)
+		agg.template = false
+		// Neither the count nor an object in the message, so that it stays
+		// the same while the objects come and go (Policy Reporter tells
+		// results apart by it): properties.objects counts them and
+		// properties.objectNames names them.
+		agg.message = policy.Shorten(fmt.Sprintf("objects in violation of %s not listed one by one (audit.maxReportResults): "+
+			"properties.objects counts them, properties.objectNames names them; most of them: %s", first.policy, commonMessage(rest)), policy.MaxNoteBytes)
 		agg.since = earliest(rest)
 		agg.since = prior.since(agg)
 		out = append(out, agg)
+	}
+	return out
+}
+
+// intoTemplates folds the results of a workload's pods into the result
+// about its pod template, for the same policy: one thing to fix (the
+// template), counted with its pods, instead of a warning about the template
+// beside a failure per pod. The result fails when a pod does. Pods are
+// matched by their controller: a DaemonSet's, StatefulSet's or Job's (a
+// Deployment's pods belong to its ReplicaSets).
+func intoTemplates(rows []result) []result {
+	type key struct {
+		policy policy.ID
+		uid    string
+	}
+	templates := map[key]int{}
+	for i, r := range rows {
+		if r.template {
+			templates[key{r.policy, string(r.ref.UID)}] = i
+		}
+	}
+	if len(templates) == 0 {
+		return rows
+	}
+	pods := map[int][]result{}
+	out := rows[:0:0]
+	for _, r := range rows {
+		if i, ok := templates[key{r.policy, string(r.ref.OwnerUID)}]; ok && r.ref.Kind == "Pod" && r.ref.OwnerUID != "" {
+			pods[i] = append(pods[i], r)
+			continue
+		}
+		out = append(out, r)
+	}
+	for j, r := range out {
+		i, ok := templates[key{r.policy, string(r.ref.UID)}]
+		if !ok || !r.template || len(pods[i]) == 0 {
+			continue
+		}
+		g := pods[i]
+		r.count = 1 + len(g)
+		r.names = append([]string{r.ref.Kind + "/" + r.ref.Name}, names(g)...)
+		r.rule = rules(append(g, r))
+		if slices.ContainsFunc(g, func(p result) bool { return p.outcome == "fail" }) {
+			r.outcome, r.action = "fail", g[0].action
+		}
+		r.since = earliest(append(g, r))
+		out[j] = r
+	}
+	return out
+}
+
+// commonMessage is the message most of rs have (the first in order of a
+// tie): an aggregate's, which changes only when most of its objects do.
+func commonMessage(rs []result) string {
+	n := map[string]int{}
+	best := ""
+	for _, r := range rs {
+		n[r.message]++
+		if n[r.message] > n[best] || (n[r.message] == n[best] && r.message < best) {
+			best = r.message
+		}
+	}
+	return best
+}
+
+// names are rs's objects, "Kind/name", in order.
+func names(rs []result) []string {
+	out := make([]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.ref.Kind+"/"+r.ref.Name)
 	}
 	return out
 }
@@ -231,17 +312,21 @@ func (p priorTimes) add(report map[string]any) {
 		if !ok {
 			continue
 		}
-		resources, _ := r["resources"].([]any)
-		if len(resources) == 0 {
-			continue
+		// An aggregate over the cap has no resources: its key is the
+		// policy, the outcome and its message, which does not change with
+		// the objects it counts.
+		uid := ""
+		if resources, _ := r["resources"].([]any); len(resources) > 0 {
+			ref, _ := resources[0].(map[string]any)
+			if uid, _ = ref["uid"].(string); uid == "" {
+				continue
+			}
 		}
-		ref, _ := resources[0].(map[string]any)
-		uid, _ := ref["uid"].(string)
 		id, _ := r["policy"].(string)
 		outcome, _ := r["result"].(string)
 		message, _ := r["message"].(string)
 		seconds, ok, _ := unstructured.NestedInt64(r, "timestamp", "seconds")
-		if !ok || uid == "" {
+		if !ok {
 			continue
 		}
 		k := priorKey{uid, policy.ID(id), outcome, message}

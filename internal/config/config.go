@@ -88,7 +88,9 @@ type Audit struct {
 type ReportAPI string
 
 const (
-	// ReportAPIAuto writes every report API the cluster serves.
+	// ReportAPIAuto writes one report API: openreports.io where the cluster
+	// serves it, else wgpolicyk8s.io (never both: a reader of both, such as
+	// Policy Reporter, would list every result twice).
 	ReportAPIAuto ReportAPI = "Auto"
 	// ReportAPIWGPolicy is wgpolicyk8s.io/v1alpha2 PolicyReport and
 	// ClusterPolicyReport (Kyverno, Policy Reporter).

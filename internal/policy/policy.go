@@ -112,6 +112,11 @@ type Finding struct {
 	// warning at admission) with the action of the change, never applied.
 	// Such a finding has no Patch.
 	Template bool
+	// Detail, when set, is the end of Message that findings of one kind
+	// share: why it matters and how to fix it ("when that address changes
+	// ... Set the probe's host to ..."). Message ends with ": " + Detail.
+	// Result.Summary says it once for all the findings that share it.
+	Detail string
 }
 
 // Mutates reports whether applying the finding changes the object.

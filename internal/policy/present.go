@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,6 +75,75 @@ func (r Result) Messages(verb string, max int) []string {
 		out = append(out, fmt.Sprintf("[%s] ... and %d more", r.Policy, rest))
 	}
 	return out
+}
+
+// Summary renders r's findings as one message of at most maxBytes, for an
+// Event's note or a report's result: "[<policy-id>] " and each finding's
+// text (Text) joined with "; ", at most maxFindings of them. Findings that share a
+// Detail are said in one sentence, each one's own part joined with ", "
+// and the Detail once after them ("...livenessProbe...host: ..., ...
+// readinessProbe...host: ...: when that address changes ..."). Over
+// maxBytes, each sentence's own parts are cut, never a Detail: the fix is
+// what a reader needs most.
+func (r Result) Summary(verb string, maxFindings, maxBytes int) string {
+	n := min(len(r.Findings), maxFindings)
+	var sentences []sentence
+	for _, f := range r.Findings[:n] {
+		text := f.Text(verb)
+		if f.Detail == "" || !strings.HasSuffix(text, ": "+f.Detail) {
+			sentences = append(sentences, sentence{parts: []string{text}})
+			continue
+		}
+		part := strings.TrimSuffix(text, ": "+f.Detail)
+		if i := slices.IndexFunc(sentences, func(s sentence) bool { return s.detail == f.Detail }); i >= 0 {
+			sentences[i].parts = append(sentences[i].parts, part)
+			continue
+		}
+		sentences = append(sentences, sentence{parts: []string{part}, detail: f.Detail})
+	}
+	prefix, more := fmt.Sprintf("[%s] ", r.Policy), ""
+	if rest := len(r.Findings) - n; rest > 0 {
+		more = fmt.Sprintf("; ... and %d more", rest)
+	}
+	render := func(cut int) string {
+		out := make([]string, len(sentences))
+		for i, s := range sentences {
+			out[i] = s.render(cut)
+		}
+		return prefix + strings.Join(out, "; ") + more
+	}
+	if all := render(-1); len(all) <= maxBytes {
+		return all
+	}
+	// Each sentence's own parts get an equal share of what the fixed text
+	// (prefix, separators, Details) leaves.
+	fixed := len(prefix) + len(more) + len("; ")*(len(sentences)-1)
+	for _, s := range sentences {
+		if s.detail != "" {
+			fixed += len(": ") + len(s.detail)
+		}
+	}
+	return Shorten(render(max(0, maxBytes-fixed)/max(1, len(sentences))), maxBytes)
+}
+
+// sentence is findings said together: their own parts, and the Detail they
+// share ("" for a finding said alone).
+type sentence struct {
+	parts  []string
+	detail string
+}
+
+// render joins the parts, cut to at most cut bytes (cut < 0: whole), and
+// the Detail after them.
+func (s sentence) render(cut int) string {
+	parts := strings.Join(s.parts, ", ")
+	if cut >= 0 {
+		parts = Shorten(parts, cut)
+	}
+	if s.detail == "" {
+		return parts
+	}
+	return parts + ": " + s.detail
 }
 
 // Text renders f without the policy prefix: a change as verb + message, a

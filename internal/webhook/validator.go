@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -110,7 +109,7 @@ func (v *Validator) record(obj client.Object, results []policy.Result) {
 		if len(r.Findings) == 0 {
 			continue
 		}
-		note := policy.Shorten(strings.Join(r.Messages("", maxMessagesPerPolicy), "; "), policy.MaxNoteBytes)
+		note := r.Summary("", maxMessagesPerPolicy, policy.MaxNoteBytes)
 		v.events.Eventf(obj, nil, corev1.EventTypeWarning, policy.EventReason, "Admitted", "%s", note)
 	}
 }

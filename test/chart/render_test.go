@@ -613,6 +613,7 @@ affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeS
 shutdownDelaySeconds: 0
 metrics: {secure: false}
 hostNetwork: true
+webhook: {bindAddress: hostIP}
 resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {cpu: "1", memory: 128Mi}}
 podDisruptionBudget: {enabled: false}
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}
@@ -635,6 +636,13 @@ networkPolicy:
 	}
 	if !strings.HasSuffix(c.Image, "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef") {
 		t.Errorf("image = %s, want the digest", c.Image)
+	}
+	// A hostNetwork install listens on the node's address only: the kubelet
+	// expands $(HOST_IP) from the downward API.
+	if flag(t, c.Args, "webhook-bind-address") != "$(HOST_IP)" || !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "HOST_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.hostIP"
+	}) {
+		t.Errorf("webhook.bindAddress hostIP: args %q, env %v; want --webhook-bind-address=$(HOST_IP) and HOST_IP from status.hostIP", c.Args, c.Env)
 	}
 	if flag(t, c.Args, "shutdown-delay") != "0s" || flag(t, c.Args, "metrics-secure") != "false" {
 		t.Errorf("shutdownDelaySeconds, metrics.secure not applied: %q", c.Args)

@@ -98,9 +98,10 @@ func violations(id policy.ID, namespace, kind string) func() float64 {
 	}
 }
 
-// policyReport polls the namespace's PolicyReport.
+// policyReport polls the namespace's report: an OpenReports Report, the one
+// API audit.reportAPI Auto writes where, as here, both CRDs are installed.
 func policyReport(ctx context.Context, namespace string) func() (*unstructured.Unstructured, error) {
-	return report(ctx, audit.PolicyReportGVK, namespace)
+	return report(ctx, audit.ReportGVK, namespace)
 }
 
 // report polls the namespace's report of kind gvk.
@@ -202,6 +203,10 @@ var _ = Describe("background audit", func() {
 		ns := newNamespace(ctx, nil)
 		unrewritten := pod(ns, true, nil)
 		kubeVIP := kubeVIPDaemonSet(ns, "v0.8.4")
+		// Its template pins the API server's address (the k0s #5740
+		// shape): a warning, its pods are rewritten at admission.
+		kubeVIP.Spec.Template.Spec.Containers[0].Env = append(kubeVIP.Spec.Template.Spec.Containers[0].Env,
+			envVars(envHost, "10.0.0.11", envPort, "6443")...)
 		withoutWebhooks(ctx, func() {
 			Expect(k8s.Create(ctx, unrewritten)).To(Succeed())
 			Expect(unrewritten.Spec.Containers[0].Env).To(BeEmpty(), "not rewritten: no webhook")
@@ -212,23 +217,26 @@ var _ = Describe("background audit", func() {
 		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(settle).Should(Equal(1.0))
 		Eventually(violations("kube-vip-ipvs-backends", ns, "DaemonSet")).WithTimeout(settle).Should(Equal(1.0))
 
-		By("the namespace's PolicyReport and OpenReports Report (both CRDs, as upstream publishes them, are installed) list both")
-		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+		By("the namespace's OpenReports Report lists them, and no PolicyReport repeats them: both CRDs, as upstream publishes them, are installed, and Auto writes one API")
+		for _, gvk := range []schema.GroupVersionKind{audit.ReportGVK} {
 			Eventually(func(g Gomega) {
 				r, err := report(ctx, gvk, ns)()
 				g.Expect(err).NotTo(HaveOccurred())
 				g.Expect(resultsOf(r)).To(ConsistOf(
 					reportResult{"host-network-endpoint", "fail", "mutate", "Pod", ns, unrewritten.Name},
-					// The DaemonSet's pods (hostNetwork) will be rewritten.
-					reportResult{"host-network-endpoint", "fail", "mutate", "DaemonSet", ns, kubeVIP.Name},
+					// The DaemonSet's template pins the address: a warning.
+					reportResult{"host-network-endpoint", "warn", "mutate", "DaemonSet", ns, kubeVIP.Name},
 					reportResult{"kube-vip-ipvs-backends", "fail", "deny", "DaemonSet", ns, kubeVIP.Name},
 				))
-				g.Expect(summaryOf(r, "fail")).To(Equal(int64(3)))
+				g.Expect(summaryOf(r, "fail")).To(Equal(int64(2)))
+				g.Expect(summaryOf(r, "warn")).To(Equal(int64(1)))
 				g.Expect(r.GetLabels()).To(HaveKeyWithValue(audit.ManagedByLabel, "endpoint-policy"))
 			}).WithTimeout(settle).WithPolling(polling).Should(Succeed(), gvk.String())
 		}
-		By("the official CRDs keep what the audit writes: severity, category, rule")
-		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+		Consistently(func() error { _, err := report(ctx, audit.PolicyReportGVK, ns)(); return err }).WithTimeout(2*time.Second).
+			Should(Satisfy(apierrors.IsNotFound), "Auto writes no PolicyReport where OpenReports is served")
+		By("the official CRD keeps what the audit writes: severity, category, rule")
+		for _, gvk := range []schema.GroupVersionKind{audit.ReportGVK} {
 			r, err := report(ctx, gvk, ns)()
 			Expect(err).NotTo(HaveOccurred())
 			results, _, _ := unstructured.NestedSlice(r.Object, "results")
@@ -247,7 +255,7 @@ var _ = Describe("background audit", func() {
 		By("nothing changes, so no audit round rewrites the reports")
 		versions := func() ([]string, error) {
 			var out []string
-			for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+			for _, gvk := range []schema.GroupVersionKind{audit.ReportGVK} {
 				r, err := report(ctx, gvk, ns)()
 				if err != nil {
 					return nil, err
@@ -302,24 +310,22 @@ var _ = Describe("background audit", func() {
 		exists := func(gvk schema.GroupVersionKind) func() error {
 			return func() error { _, err := report(ctx, gvk, ns)(); return err }
 		}
-		By("Auto: both APIs are served, both are written, with the one pod as their scope")
-		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Succeed())
+		By("Auto: both APIs are served; one is written, OpenReports, with the one pod as its scope")
 		Eventually(exists(audit.ReportGVK)).WithTimeout(settle).Should(Succeed())
-		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
-			r, err := report(ctx, gvk, ns)()
-			Expect(err).NotTo(HaveOccurred())
-			Expect(r.Object).To(HaveKeyWithValue("scope", SatisfyAll(HaveKeyWithValue("kind", "Pod"), HaveKeyWithValue("name", unrewritten.Name))), gvk.String())
-		}
+		Consistently(exists(audit.PolicyReportGVK)).WithTimeout(2 * time.Second).Should(Satisfy(apierrors.IsNotFound))
+		r, err := report(ctx, audit.ReportGVK, ns)()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Object).To(HaveKeyWithValue("scope", SatisfyAll(HaveKeyWithValue("kind", "Pod"), HaveKeyWithValue("name", unrewritten.Name))))
 
-		By("openreports.io: the PolicyReport goes, the Report stays")
-		useConfig(func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIOpenReports })
-		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Satisfy(apierrors.IsNotFound))
-		Consistently(exists(audit.ReportGVK)).WithTimeout(2 * time.Second).Should(Succeed())
-
-		By("wgpolicyk8s.io: the other way round")
+		By("wgpolicyk8s.io: the Report goes, the PolicyReport comes")
 		useConfig(func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIWGPolicy })
 		Eventually(exists(audit.ReportGVK)).WithTimeout(settle).Should(Satisfy(apierrors.IsNotFound))
 		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Succeed())
+
+		By("openreports.io: the other way round")
+		useConfig(func(c *config.PolicyConfiguration) { c.Audit.ReportAPI = config.ReportAPIOpenReports })
+		Eventually(exists(audit.PolicyReportGVK)).WithTimeout(settle).Should(Satisfy(apierrors.IsNotFound))
+		Eventually(exists(audit.ReportGVK)).WithTimeout(settle).Should(Succeed())
 	})
 
 	It("does not announce a violation again after a restart or a change of leader", func(ctx context.Context) {
@@ -344,12 +350,12 @@ var _ = Describe("background audit", func() {
 			}
 		}
 		seen := map[schema.GroupVersionKind]int64{}
-		for _, gvk := range []schema.GroupVersionKind{audit.PolicyReportGVK, audit.ReportGVK} {
+		for _, gvk := range []schema.GroupVersionKind{audit.ReportGVK} {
 			Eventually(firstSeen(gvk)).WithTimeout(settle).Should(BeNumerically(">", 0))
 			seen[gvk], _ = firstSeen(gvk)()
 		}
 		// The second audit's own first sight must fall in a later second.
-		Eventually(func() int64 { return time.Now().Unix() }).WithTimeout(settle).Should(BeNumerically(">", seen[audit.PolicyReportGVK]+1))
+		Eventually(func() int64 { return time.Now().Unix() }).WithTimeout(settle).Should(BeNumerically(">", seen[audit.ReportGVK]+1))
 
 		By("a second audit, with its own recorder, audits everything from scratch")
 		second := startSecondAudit(ctx)
@@ -433,7 +439,9 @@ var _ = Describe("background audit", func() {
 			wg.Wait()
 		})
 		Eventually(violations("host-network-endpoint", ns, "Pod")).WithTimeout(time.Minute).Should(Equal(float64(pods)))
-		Eventually(func(g Gomega) {
+		// capped checks the report with counted objects in its aggregate,
+		// and returns each result's message and the aggregate's properties.
+		capped := func(g Gomega, counted int) ([]string, map[string]any) {
 			r, err := policyReport(ctx, ns)()
 			g.Expect(err).NotTo(HaveOccurred())
 			// What Policy Reporter counts from the results is the summary.
@@ -442,11 +450,31 @@ var _ = Describe("background audit", func() {
 			g.Expect(summaryOf(r, "pass")).To(BeZero())
 			results, _, _ := unstructured.NestedSlice(r.Object, "results")
 			last := results[len(results)-1].(map[string]any)
-			g.Expect(last).To(HaveKeyWithValue("properties", HaveKeyWithValue("objects", fmt.Sprint(pods-config.DefaultMaxReportResults+1))))
-			g.Expect(last).To(HaveKeyWithValue("message", HavePrefix(fmt.Sprintf("%d more objects in violation of host-network-endpoint", pods-config.DefaultMaxReportResults+1))))
+			g.Expect(last).To(HaveKeyWithValue("properties", HaveKeyWithValue("objects", fmt.Sprint(counted))))
+			g.Expect(last).To(HaveKeyWithValue("message", HavePrefix("objects in violation of host-network-endpoint not listed one by one")))
+			g.Expect(last).NotTo(HaveKey("resources"), "the aggregate stands for them all")
 			size, err := json.Marshal(r.Object)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(len(size)).To(BeNumerically("<", 256<<10), "a report stays far below etcd's 1.5 MiB object limit")
+			var messages []string
+			for _, res := range results {
+				messages = append(messages, res.(map[string]any)["message"].(string))
+			}
+			return messages, last["properties"].(map[string]any)
+		}
+		var before []string
+		var properties map[string]any
+		Eventually(func(g Gomega) {
+			before, properties = capped(g, pods-config.DefaultMaxReportResults+1)
+		}).WithTimeout(time.Minute).WithPolling(polling).Should(Succeed())
+
+		By("deleting one counted pod: every message stays byte-identical, the aggregate's count goes down")
+		names := strings.Split(properties["objectNames"].(string), ", ")
+		gone := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.TrimPrefix(names[0], "Pod/")}}
+		Expect(k8s.Delete(ctx, gone, client.GracePeriodSeconds(0))).To(Succeed())
+		Eventually(func(g Gomega) {
+			after, _ := capped(g, pods-config.DefaultMaxReportResults)
+			g.Expect(after).To(Equal(before))
 		}).WithTimeout(time.Minute).WithPolling(polling).Should(Succeed())
 	})
 })

@@ -28,6 +28,12 @@ var ProbeHostDescriptor = policy.Descriptor{
 	New:     func(policy.Settings) (policy.Rule, error) { return ProbeHostRule{}, nil },
 }
 
+// probeHostFix is why a pinned probe matters and how to fix it: the same for
+// every probe, said once for all of an object's (policy.Result.Summary).
+const probeHostFix = "when that address changes (a DHCP lease on the node) the probe fails and the kubelet restarts a healthy API server. " +
+	"Set the probe's host to the node's FQDN (kubeadm: a patch file per node, e.g. patches/kube-apiserver0+strategic.yaml setting " +
+	"the probes' host, applied with --patches) or to 127.0.0.1"
+
 // ProbeHostRule reports kube-apiserver probes pinned to a node IP.
 //
 // kubeadm writes the kube-apiserver probes' httpGet.host from the node's
@@ -57,13 +63,10 @@ func (ProbeHostRule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	findings := make([]policy.Finding, 0, len(pinned))
 	for _, p := range pinned {
 		findings = append(findings, policy.Finding{
-			Rule:  p.probe,
-			Field: specPath.Child("containers").Index(p.container).Child(p.probe, p.handler, "host"),
-			Message: fmt.Sprintf("the %s of container %q targets the IP %s: when that address changes (a DHCP lease on the "+
-				"node) the probe fails and the kubelet restarts a healthy API server. Set the probe's host to the node's FQDN "+
-				"(kubeadm: a patch file per node, e.g. patches/kube-apiserver0+strategic.yaml setting the probes' host, "+
-				"applied with --patches) or to 127.0.0.1",
-				p.probe, spec.Containers[p.container].Name, p.ip),
+			Rule:    p.probe,
+			Field:   specPath.Child("containers").Index(p.container).Child(p.probe, p.handler, "host"),
+			Message: fmt.Sprintf("the %s of container %q targets the IP %s: %s", p.probe, spec.Containers[p.container].Name, p.ip, probeHostFix),
+			Detail:  probeHostFix,
 		})
 	}
 	return findings, applies

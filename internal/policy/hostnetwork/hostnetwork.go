@@ -159,7 +159,10 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 	if r.settings.Auto() {
 		probe = target{host: HostAuto, port: "0", endpoint: HostAuto}
 	}
-	findings := r.specFindings(spec, specPath, probe)
+	// Only a template that pins an address (the k0s #5740 shape) is worth a
+	// finding. One that leaves the variables unset is the product working:
+	// admission sets them on each pod, and there is nothing to fix.
+	findings := r.specFindings(spec, specPath, probe, pinsAddress)
 	if len(findings) == 0 {
 		return nil, true
 	}
@@ -182,6 +185,13 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 	return out, true
 }
 
+// pinsAddress reports whether c pins KUBERNETES_SERVICE_HOST to an
+// address: an IP literal, not loopback.
+func pinsAddress(c *corev1.Container) bool {
+	host, _ := envOf(c)
+	return host.present() && !host.valueFrom && isPinnedIP(host.value)
+}
+
 // offline words findings for a front-end that has no agent reports.
 func (r *Rule) offline(findings []policy.Finding) []policy.Finding {
 	if r.settings.Auto() {
@@ -201,21 +211,26 @@ func (r *Rule) offline(findings []policy.Finding) []policy.Finding {
 // findings returns one finding per container that must change to point at
 // t.
 func (r *Rule) findings(pod *corev1.Pod, t target) []policy.Finding {
-	return r.specFindings(&pod.Spec, field.NewPath("spec"), t)
+	return r.specFindings(&pod.Spec, field.NewPath("spec"), t, nil)
 }
 
 // specFindings returns one finding per container of spec, at specPath,
-// that must change to point at t.
-func (r *Rule) specFindings(spec *corev1.PodSpec, specPath *field.Path, t target) []policy.Finding {
+// that must change to point at t; only the containers only accepts, when
+// not nil.
+func (r *Rule) specFindings(spec *corev1.PodSpec, specPath *field.Path, t target, only func(*corev1.Container) bool) []policy.Finding {
 	var findings []policy.Finding
-	for i := range spec.InitContainers {
-		if f, ok := r.container(t, &spec.InitContainers[i], specPath, "initContainers", i, "init container"); ok {
-			findings = append(findings, f)
-		}
-	}
-	for i := range spec.Containers {
-		if f, ok := r.container(t, &spec.Containers[i], specPath, "containers", i, "container"); ok {
-			findings = append(findings, f)
+	for _, l := range []struct {
+		containers []corev1.Container
+		list, kind string
+	}{{spec.InitContainers, "initContainers", "init container"}, {spec.Containers, "containers", "container"}} {
+		for i := range l.containers {
+			c := &l.containers[i]
+			if only != nil && !only(c) {
+				continue
+			}
+			if f, ok := r.container(t, c, specPath, l.list, i, l.kind); ok {
+				findings = append(findings, f)
+			}
 		}
 	}
 	return findings

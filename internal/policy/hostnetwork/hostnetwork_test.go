@@ -422,6 +422,18 @@ func TestRuleWorkloadTemplates(t *testing.T) {
 		Spec: batchv1.CronJobSpec{JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: pinned.Spec}}}}}
 	auto := hostnetwork.DefaultSettings()
 	auto.Host = hostnetwork.HostAuto
+	always := unverified()
+	always.Override = hostnetwork.OverrideAlways
+	unset := operator.DeepCopy()
+	for i := range unset.Spec.Template.Spec.Containers {
+		unset.Spec.Template.Spec.Containers[i].Env = nil
+	}
+	dnsName := operator.DeepCopy()
+	for i := range dnsName.Spec.Template.Spec.Containers {
+		dnsName.Spec.Template.Spec.Containers[i].Env = env(hostnetwork.EnvHost, "api.example.com", hostnetwork.EnvPort, "6443")
+	}
+	mixed := unset.DeepCopy()
+	mixed.Spec.Template.Spec.Containers = append([]corev1.Container{{Name: "sidecar"}}, operator.Spec.Template.Spec.Containers...)
 
 	for _, tc := range []struct {
 		name       string
@@ -441,6 +453,12 @@ func TestRuleWorkloadTemplates(t *testing.T) {
 		{"host: auto: the endpoint is not known yet", auto, operator, true, "spec.template.spec",
 			"pods created from this template will be rewritten: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT pointed at", true},
 		{"already pointed at the balancer", unverified(), rewritten, true, "", "", false},
+		// The product working: admission sets the variables on each pod.
+		{"the variables unset (kube-vip's DaemonSet)", hostnetwork.DefaultSettings(), unset, true, "", "", false},
+		{"host: auto, the variables unset", auto, unset, true, "", "", false},
+		{"a DNS name, even under override Always: not an address pinned", always, dnsName, true, "", "", false},
+		{"one container pinned among others: only its finding", unverified(), mixed, true, "spec.template.spec.containers[1].env",
+			`pods created from this template will be rewritten: set KUBERNETES_SERVICE_HOST=localhost (was "10.0.1.16")`, false},
 		{"on the pod network", unverified(), onPodNetwork, false, "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
