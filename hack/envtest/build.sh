@@ -2,17 +2,22 @@
 # Builds the envtest control plane (kube-apiserver + etcd) from Go modules,
 # because prebuilt envtest binaries cannot be downloaded in this environment.
 #
-#   hack/envtest/build.sh <output-dir>
+#   hack/envtest/build.sh <output-dir> [<sim-output-dir>]
 #
 # The binaries are built once into <output-dir> and reused afterwards; the
 # directory name carries the versions so that a version bump rebuilds.
-# The versions come from the go.mod files next to this script.
+# The versions come from the go.mod files next to this script. With
+# <sim-output-dir>, kube-controller-manager and kube-scheduler (the
+# simulated cluster's, hack/sim/build.sh) are built there in the same
+# `go build` as kube-apiserver: the packages the three share (most of
+# k8s.io/kubernetes) compile once, and their links run side by side.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib/gobuild.sh
 source "${here}/../lib/gobuild.sh"
-out="${1:?usage: build.sh <output-dir>}"
+out="${1:?usage: build.sh <output-dir> [<sim-output-dir>]}"
+sim_out="${2:-}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
@@ -27,7 +32,13 @@ build etcd "${here}/etcd" go.etcd.io/etcd/server/v3 "-s -w" &
 etcd_pid=$!
 minor="${k8s_version#v1.}"
 minor="${minor%%.*}"
-build kube-apiserver "${here}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
-  "-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
+k8s=("${out}/kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver")
+if [[ -n "${sim_out}" ]]; then
+  k8s+=("${sim_out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager"
+        "${sim_out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler")
+fi
+gobuilds "${here}/kube-apiserver" \
+  "-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}" \
+  "${k8s[@]}"
 wait "${etcd_pid}"
 echo "${out}"

@@ -3,13 +3,34 @@
 # gobuild <out dir> <name> <module dir> <package> <ldflags>: builds package
 # from the module in module dir into <out dir>/<name>, unless it is there.
 gobuild() {
-  local out="$1" name="$2" dir="$3" pkg="$4" ldflags="$5"
-  if [[ -x "${out}/${name}" ]]; then
-    return 0
-  fi
-  echo ">> building ${name} from Go modules into ${out} (first time only; a few minutes)" >&2
-  local start=${SECONDS}
-  (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${out}/${name}.tmp" "${pkg}")
-  mv "${out}/${name}.tmp" "${out}/${name}"
-  echo ">> built ${name} in $((SECONDS - start))s" >&2
+  gobuilds "$3" "$5" "$1/$2=$4"
+}
+
+# gobuilds <module dir> <ldflags> <out path>=<package> ...: builds the main
+# packages of one module in one `go build`, each into its out path (named
+# after the package: kube-apiserver, kube-scheduler, ...), skipping those
+# already there. One invocation compiles the packages they share once and
+# runs their link steps, each on one core, side by side.
+gobuilds() {
+  local dir="$1" ldflags="$2"
+  shift 2
+  local pkgs=() outs=() spec
+  for spec in "$@"; do
+    [[ -x "${spec%%=*}" ]] && continue
+    outs+=("${spec%%=*}")
+    pkgs+=("${spec#*=}")
+  done
+  (( ${#pkgs[@]} > 0 )) || return 0
+  local names="${outs[*]##*/}"
+  echo ">> building ${names} from Go modules into $(dirname "${outs[0]}") (first time only; a few minutes)" >&2
+  local start=${SECONDS} tmp i
+  mkdir -p "$(dirname "${outs[0]}")"
+  tmp="$(mktemp -d "$(dirname "${outs[0]}")/.build.XXXXXX")"
+  (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${tmp}/" "${pkgs[@]}")
+  for i in "${!pkgs[@]}"; do
+    mkdir -p "$(dirname "${outs[$i]}")"
+    mv "${tmp}/${pkgs[$i]##*/}" "${outs[$i]}"
+  done
+  rmdir "${tmp}"
+  echo ">> built ${names} in $((SECONDS - start))s" >&2
 }

@@ -26,12 +26,14 @@ k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X
 
 build() { gobuild "${out}" "$@"; }
 
-# kwok (its own Kubernetes libraries) beside the two Kubernetes builds, which
-# run one after the other: they share most packages.
+# kwok (its own Kubernetes libraries) beside the Kubernetes build, which
+# make test has already done with kube-apiserver's (hack/envtest/build.sh
+# with this directory): the two share most packages.
 build kwok "${here}/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" &
 kwok_pid=$!
-build kube-scheduler "${k8s_module}" k8s.io/kubernetes/cmd/kube-scheduler "${k8s_ldflags}"
-build kube-controller-manager "${k8s_module}" k8s.io/kubernetes/cmd/kube-controller-manager "${k8s_ldflags}"
+gobuilds "${k8s_module}" "${k8s_ldflags}" \
+  "${out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager" \
+  "${out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"
 wait "${kwok_pid}"
 
 # kwok needs its stages (what a fake kubelet does to Nodes and Pods) in its
