@@ -6,6 +6,18 @@ gobuild() {
   gobuilds "$3" "$5" "$1/$2=$4"
 }
 
+# binary_name <package>: the name go build gives the package's executable:
+# its last path element, or the one before a major version suffix
+# (go.etcd.io/etcd/server/v3: server).
+binary_name() {
+  local pkg="$1" last="${1##*/}"
+  if [[ "${last}" =~ ^v[0-9]+$ ]]; then
+    pkg="${pkg%/*}"
+    last="${pkg##*/}"
+  fi
+  echo "${last}"
+}
+
 # gobuilds <module dir> <ldflags> <out path>=<package> ...: builds the main
 # packages of one module in one `go build`, each into its out path (named
 # after the package: kube-apiserver, kube-scheduler, ...), skipping those
@@ -29,7 +41,7 @@ gobuilds() {
   (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${tmp}/" "${pkgs[@]}")
   for i in "${!pkgs[@]}"; do
     mkdir -p "$(dirname "${outs[$i]}")"
-    mv "${tmp}/${pkgs[$i]##*/}" "${outs[$i]}"
+    mv "${tmp}/$(binary_name "${pkgs[$i]}")" "${outs[$i]}"
   done
   rmdir "${tmp}"
   echo ">> built ${names} in $((SECONDS - start))s" >&2
