@@ -36,7 +36,9 @@ LDFLAGS := -s -w \
 	-X github.com/endpoint-policy/endpoint-policy/internal/version.commit=$(COMMIT)
 IMG ?= endpoint-policy:$(VERSION)
 
-GO_TEST_FLAGS ?= -race
+# -vet=off: make test runs golangci-lint, whose govet has every analyzer
+# go test's own vet pass would run again on each package.
+GO_TEST_FLAGS ?= -race -vet=off
 BENCH_ENV := ENDPOINT_POLICY_BENCH=1
 
 .PHONY: all
@@ -72,17 +74,24 @@ check-tracked-files: ## Fail when git tracks a file over 1 MiB or an executable 
 # (and more) and whose gofmt formatter checks the formatting: `make vet` on
 # top would type-check and analyse the tree a second time.
 .PHONY: test
-test: check-tracked-files test-deps lint ## Run all tests: tracked files, lint (go vet and gofmt included), unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
+test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go vet and gofmt included), unit, handler, envtest and chart suites (builds the envtest binaries and tools on first use).
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
-# What make test builds before it runs, two builds at a time: the control
+# What make test does before the tests, two jobs at a time: the control
 # plane (kube-apiserver, kube-controller-manager and kube-scheduler in one
-# go build, etcd beside it), kwok, the tools and the linter are independent,
-# and each one's link step leaves a core idle (docs/performance.md, "Cold
-# build").
+# go build, etcd beside it), kwok, the tools, the linter and its run, and
+# the race-instrumented build of the module's packages are independent, and
+# each leaves a core idle for long stretches (a link, one large package
+# compiling alone). docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
-	@$(MAKE) --no-print-directory -j2 envtest sim tools $(GOLANGCI_LINT)
+	@$(MAKE) --no-print-directory -j2 envtest sim tools lint race-build
+
+# race-build compiles the module's packages and their dependencies with
+# -race into the build cache, for go test -race to find.
+.PHONY: race-build
+race-build:
+	go build -race ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no API server.
