@@ -82,16 +82,13 @@ test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go ve
 
 # What make test does before the tests, two jobs at a time: the control
 # plane (kube-apiserver, kube-controller-manager and kube-scheduler in one
-# go build, etcd beside it), kwok, the tools, the linter, and the
-# race-instrumented build of the module's packages are independent, and
+# go build, etcd beside it), kwok, the tools, the linter and its run, and
+# the race-instrumented build of the module's packages are independent, and
 # each leaves a core idle for long stretches (a link, one large package
-# compiling alone). Then the lint, on the race build's export data (two
-# compilations of the same packages side by side would each do the work).
-# docs/performance.md, "Cold build".
+# compiling alone). docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
-	@$(MAKE) --no-print-directory -j2 envtest sim tools race-build $(GOLANGCI_LINT)
-	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory -j2 envtest sim tools lint race-build
 
 # race-build compiles the module's packages and their dependencies with
 # -race into the build cache, for go test -race to find.
