@@ -63,11 +63,8 @@ vet: ## Check formatting and run go vet.
 	go vet ./...
 
 .PHONY: lint
-# GOFLAGS=-race: golangci-lint type-checks from the export data that go list
-# compiles; with -race that is the build go test -race uses, so make test
-# compiles the dependencies once for both (the tree has no race build tags).
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the project's module.
-	GOFLAGS="$(GOFLAGS) -race" $(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run ./...
 
 .PHONY: check-tracked-files
 check-tracked-files: ## Fail when git tracks a file over 1 MiB or an executable binary.
@@ -158,13 +155,9 @@ sim: $(SIM_ASSETS)/kwok-stages.yaml ## Build kube-controller-manager, kube-sched
 
 # After envtest's build, which builds kube-controller-manager and
 # kube-scheduler with kube-apiserver: two builds of k8s.io/kubernetes side
-# by side would each compile what they share. kwok (its own module) builds
-# beside it.
-$(SIM_ASSETS)/kwok-stages.yaml: | $(ENVTEST_ASSETS)/kube-apiserver $(SIM_ASSETS)/kwok
+# by side would each compile what they share.
+$(SIM_ASSETS)/kwok-stages.yaml: | $(ENVTEST_ASSETS)/kube-apiserver
 	hack/sim/build.sh "$(SIM_ASSETS)"
-
-$(SIM_ASSETS)/kwok:
-	hack/sim/build.sh --kwok-only "$(SIM_ASSETS)"
 
 NODES ?= 50
 .PHONY: sim-cluster

@@ -5,11 +5,7 @@
 # version (hack/envtest/kube-apiserver's module), and kwok from
 # sigs.k8s.io/kwok (hack/sim/kwok's module).
 #
-#   hack/sim/build.sh [--kwok-only] <output-dir>
-#
-# --kwok-only builds kwok alone (its own module and Kubernetes libraries):
-# make runs it beside hack/envtest/build.sh, which builds this directory's
-# kube-controller-manager and kube-scheduler with kube-apiserver.
+#   hack/sim/build.sh <output-dir>
 #
 # Built once into <output-dir>, whose name carries the versions, and reused.
 set -euo pipefail
@@ -18,12 +14,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib/gobuild.sh
 source "${here}/../lib/gobuild.sh"
 k8s_module="${here}/../envtest/kube-apiserver"
-kwok_only=false
-if [[ "${1:-}" == "--kwok-only" ]]; then
-  kwok_only=true
-  shift
-fi
-out="${1:?usage: build.sh [--kwok-only] <output-dir>}"
+out="${1:?usage: build.sh <output-dir>}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
@@ -40,10 +31,6 @@ build() { gobuild "${out}" "$@"; }
 # with this directory): the two share most packages.
 build kwok "${here}/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" &
 kwok_pid=$!
-if ${kwok_only}; then
-  wait "${kwok_pid}"
-  exit 0
-fi
 gobuilds "${k8s_module}" "${k8s_ldflags}" \
   "${out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager" \
   "${out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"

@@ -84,11 +84,7 @@ func goBuild(pkg string) string {
 	Expect(err).NotTo(HaveOccurred())
 	builtDirs.Store(dir, true)
 	bin := filepath.Join(dir, filepath.Base(pkg))
-	// As make build and the image build it (static, -trimpath): the
-	// binary the chart ships, and one build of the dependencies for make
-	// test's image test and this.
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Dir = filepath.Join("..", "..")
 	out, err := build.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "go build %s: %s", pkg, out)
