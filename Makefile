@@ -79,9 +79,9 @@ test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go ve
 
 # What make test does before the tests, two jobs at a time: the control
 # plane (kube-apiserver, kube-controller-manager and kube-scheduler in one
-# go build, etcd beside it), kwok, the tools, the linter and its run, and
-# the race-instrumented build of the module's packages are independent, and
-# each leaves a core idle for long stretches (a link, one large package
+# go build, etcd beside it; kwok after it, see sim), the tools, the linter
+# and its run, and the race-instrumented build of the module's packages.
+# Each leaves a core idle for long stretches (a link, one large package
 # compiling alone). docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
