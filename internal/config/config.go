@@ -36,17 +36,9 @@ package config
 
 import (
 	"encoding/json"
-	//DELETEME
-	//DELETEME
-	//DELETEME
-	//DELETEME
-	//DELETEME
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	//DELETEME
-	//DELETEME
-	//DELETEME
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/registry"

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	//DELETEME
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"

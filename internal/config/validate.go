@@ -1,18 +1,10 @@
 package config
 
 import (
-	//DELETEME
-	//DELETEME
 	"fmt"
-	//DELETEME
-	//DELETEME
-	//DELETEME
 	"time"
 
-	//DELETEME
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	//DELETEME
-	//DELETEME
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/registry"

@@ -10,11 +10,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	//DELETEME
 	"k8s.io/apimachinery/pkg/api/equality"
-	// DELETEME
-	// DELETEME
-	// DELETEME
 )
 
 // Compare returns what differs between the installed configuration and the

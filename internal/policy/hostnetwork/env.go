@@ -2,15 +2,12 @@ package hostnetwork
 
 import (
 	"fmt"
-	//DELETEME
 	"net/netip"
-	//DELETEME
 	"strconv"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
-	//DELETEME
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"

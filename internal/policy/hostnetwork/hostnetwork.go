@@ -19,13 +19,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	//DELETEME
 	"strconv"
 	"strings"
 
-	//DELETEME
 	corev1 "k8s.io/api/core/v1"
-	//DELETEME
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"

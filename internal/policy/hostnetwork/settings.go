@@ -1,15 +1,12 @@
 package hostnetwork
 
 import (
-	//DELETEME
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 
-	//DELETEME
-	//DELETEME
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
