@@ -42,7 +42,7 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	if err != nil {
 		return errorf("%v", err)
 	}
-	engine, err := loadEngine(f.configFile)
+	cfg, engine, err := loadEngine(f.configFile)
 	if err != nil {
 		return errorf("--config: %v", err)
 	}
@@ -53,6 +53,7 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	for _, w := range in.Warnings {
 		fmt.Fprintf(stderr, "endpoint-policy check: warning: %s\n", w)
 	}
+	in.EndpointConfigMaps = cfg.EndpointConfigMapNames()
 	report := check.Check(in, engine)
 	if f.output == "json" {
 		err = report.WriteJSON(stdout)
@@ -155,15 +156,16 @@ func (f checkFlags) validate() error {
 
 // loadEngine builds the policy engine from the configuration file, or the
 // built-in defaults.
-func loadEngine(configFile string) (*policy.Engine, error) {
+func loadEngine(configFile string) (*config.PolicyConfiguration, *policy.Engine, error) {
 	cfg := config.Default()
 	if configFile != "" {
 		var err error
 		if cfg, _, err = config.Load(configFile); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return cfg.Engine()
+	engine, err := cfg.Engine()
+	return cfg, engine, err
 }
 
 // emitPatches writes the kubeadm patch for the kube-apiserver manifests in

@@ -23,6 +23,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -79,6 +80,10 @@ type Options struct {
 	// Skip are policies the audit does not report, because a controller
 	// keeps them true continuously (kube-proxy-node-deleting).
 	Skip []policy.ID
+	// ConfigMaps are the caches of the ConfigMaps the policies read
+	// (NewConfigMaps), shared with admission; nil: the audit's own, of
+	// AuditedConfigMaps only.
+	ConfigMaps *ConfigMaps
 }
 
 // Audit is the background audit. It runs only on the leader.
@@ -88,13 +93,17 @@ type Audit struct {
 	namespaces client.Reader
 	events     events.EventRecorder
 	cache      cache.Cache
-	// configMaps cache each of AuditedConfigMaps.
+	// configMaps cache each of AuditedConfigMaps and endpointConfigMaps.
 	configMaps map[types.NamespacedName]*configMapCache
-	scheme     *runtime.Scheme
-	skip       map[policy.ID]bool
-	settings   atomic.Pointer[config.Audit]
-	state      *state
-	reports    *reportWriter
+	endpoint   *ConfigMaps
+	// recheck asks for every object to be audited again: an endpoint
+	// ConfigMap changed, which changes the verdicts on what reads it.
+	recheck  chan struct{}
+	scheme   *runtime.Scheme
+	skip     map[policy.ID]bool
+	settings atomic.Pointer[config.Audit]
+	state    *state
+	reports  *reportWriter
 	// pods are the hostNetwork pods, not cached (pods.go); apiServers is
 	// the manager's cache of kube-apiserver pods, for their re-audits.
 	pods       *podFeed
@@ -129,9 +138,14 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	if o.Engine == nil || o.Cluster == nil || o.Namespaces == nil || o.Events == nil || o.Metrics == nil || o.ReportingController == "" {
 		return nil, fmt.Errorf("%s: engine, cluster, namespaces, events, reporting controller and metrics are all required", Name)
 	}
-	c, configMaps, err := newCaches(mgr)
+	c, err := newCache(mgr)
 	if err != nil {
 		return nil, err
+	}
+	if o.ConfigMaps == nil {
+		if o.ConfigMaps, err = NewConfigMaps(mgr, nil); err != nil {
+			return nil, err
+		}
 	}
 	pods, err := podClient(mgr)
 	if err != nil {
@@ -143,7 +157,9 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		namespaces: o.Namespaces,
 		events:     o.Events,
 		cache:      c,
-		configMaps: configMaps,
+		configMaps: o.ConfigMaps.caches,
+		endpoint:   o.ConfigMaps,
+		recheck:    make(chan struct{}, 1),
 		scheme:     mgr.GetScheme(),
 		skip:       map[policy.ID]bool{},
 		state:      newState(o.Metrics),
@@ -183,27 +199,19 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 	return a, nil
 }
 
-// newCaches returns the audit's own cache, of the audited kinds but pods
-// and ConfigMaps, and one cache per audited ConfigMap, added to mgr.
-func newCaches(mgr manager.Manager) (cache.Cache, map[types.NamespacedName]*configMapCache, error) {
+// newCache returns the audit's own cache, of the audited kinds but pods
+// and ConfigMaps (NewConfigMaps), added to mgr.
+func newCache(mgr manager.Manager) (cache.Cache, error) {
 	opts := CacheOptions()
 	opts.HTTPClient, opts.Scheme, opts.Mapper = mgr.GetHTTPClient(), mgr.GetScheme(), mgr.GetRESTMapper()
 	c, err := cache.New(mgr.GetConfig(), opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s cache: %w", Name, err)
+		return nil, fmt.Errorf("%s cache: %w", Name, err)
 	}
 	if err := mgr.Add(c); err != nil {
-		return nil, nil, fmt.Errorf("%s cache: %w", Name, err)
+		return nil, fmt.Errorf("%s cache: %w", Name, err)
 	}
-	configMaps := map[types.NamespacedName]*configMapCache{}
-	for _, nn := range AuditedConfigMaps {
-		cm, err := newConfigMapCache(mgr, nn)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s cache of ConfigMap %s: %w", Name, nn, err)
-		}
-		configMaps[nn] = cm
-	}
-	return c, configMaps, nil
+	return c, nil
 }
 
 // newConfigMapCache returns the cache of the ConfigMap nn, added to mgr
@@ -257,7 +265,7 @@ func (a *Audit) watch(mgr manager.Manager) error {
 	// The policies' ConfigMaps too (control-plane-endpoint): a node that
 	// joins or leaves the control plane can change their verdicts.
 	onNode := handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, node client.Object) []Key {
-		return append(a.apiServerKeys(ctx, mgrCache, node.GetName()), configMapKeys()...)
+		return append(a.apiServerKeys(ctx, mgrCache, node.GetName()), a.configMapKeys()...)
 	})
 	if err := ctrl.Watch(source.TypedKind[client.Object, Key](mgrCache, &corev1.Node{}, onNode, addressesChanged())); err != nil {
 		return fmt.Errorf("%s: watching nodes: %w", Name, err)
@@ -279,7 +287,24 @@ func (a *Audit) watchKind(ctrl controller.TypedController[Key], kindName string,
 		return nil // the pod feed's, see enqueueAll
 	case kinds.ConfigMap.GVK:
 		for nn, cm := range a.configMaps {
-			src := nonBlocking{source.TypedKind[client.Object, Key](cm.Cache, k.New(), enqueue)}
+			h := enqueue
+			if a.endpoint.isEndpoint(nn) {
+				h = handler.TypedFuncs[client.Object, Key]{
+					CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
+						enqueue.Create(ctx, e, q)
+						a.askRecheck()
+					},
+					UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
+						enqueue.Update(ctx, e, q)
+						a.askRecheck()
+					},
+					DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
+						enqueue.Delete(ctx, e, q)
+						a.askRecheck()
+					},
+				}
+			}
+			src := nonBlocking{source.TypedKind[client.Object, Key](cm.Cache, k.New(), h)}
 			if err := ctrl.Watch(src); err != nil {
 				return fmt.Errorf("%s: watching ConfigMap %s: %w", Name, nn, err)
 			}
@@ -292,13 +317,30 @@ func (a *Audit) watchKind(ctrl controller.TypedController[Key], kindName string,
 	return nil
 }
 
-// configMapKeys are the keys of AuditedConfigMaps.
-func configMapKeys() []Key {
-	keys := make([]Key, len(AuditedConfigMaps))
-	for i, nn := range AuditedConfigMaps {
-		keys[i] = Key{Kind: kinds.ConfigMap.GVK.Kind, NamespacedName: nn}
+// configMapKeys are the keys of the ConfigMaps the audit reads.
+func (a *Audit) configMapKeys() []Key {
+	keys := make([]Key, 0, len(a.configMaps))
+	for nn := range a.configMaps {
+		keys = append(keys, Key{Kind: kinds.ConfigMap.GVK.Kind, NamespacedName: nn})
 	}
 	return keys
+}
+
+// askRecheck asks for every object to be audited again, once the initial
+// audit has begun (it waits for the ConfigMaps' caches, so their first
+// sync is in it): a change of an endpoint ConfigMap changes the verdicts
+// on the pods and workloads that read it, which the audit does not index.
+// Such changes are rare (a CNI's install or upgrade); several coalesce.
+func (a *Audit) askRecheck() {
+	select {
+	case <-a.seeded:
+	default:
+		return
+	}
+	select {
+	case a.recheck <- struct{}{}:
+	default:
+	}
 }
 
 // podPageSize is how many pods a sweep reads at a time, and about how many

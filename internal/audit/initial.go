@@ -74,6 +74,8 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 				return
 			case <-changed:
 				timer.Stop()
+			case <-a.recheck:
+				timer.Stop()
 			case <-timer.C:
 			}
 			for _, k := range a.keys(ctx) {

@@ -9,7 +9,9 @@ package check
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
@@ -50,7 +52,11 @@ type Report struct {
 
 // Check evaluates every policy of engine on the objects of in.
 func Check(in *Input, engine *policy.Engine) Report {
-	cluster := newFileCluster(in.Objects)
+	listed := in.EndpointConfigMaps
+	if listed == nil {
+		listed = config.Default().EndpointConfigMapNames()
+	}
+	cluster := newFileCluster(in.Objects, listed)
 	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped, SkippedPatches: in.SkippedPatches}}
 	for _, o := range in.Objects {
 		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
@@ -99,17 +105,30 @@ type fileCluster struct {
 	nodes         map[string]*corev1.Node
 	namespaces    map[string]map[string]string
 	apiServerPods []*corev1.Pod
+	// listed are endpointConfigMaps, each with its ConfigMap from the
+	// files (nil when none has its name).
+	listed map[types.NamespacedName]*corev1.ConfigMap
 }
 
 var (
 	_ policy.Cluster           = (*fileCluster)(nil)
 	_ cpendpoint.LabelledNodes = (*fileCluster)(nil)
+	_ policy.ConfigMaps        = (*fileCluster)(nil)
 )
 
-func newFileCluster(objects []Object) *fileCluster {
-	c := &fileCluster{nodes: map[string]*corev1.Node{}, namespaces: map[string]map[string]string{}}
+func newFileCluster(objects []Object, listed []types.NamespacedName) *fileCluster {
+	c := &fileCluster{nodes: map[string]*corev1.Node{}, namespaces: map[string]map[string]string{},
+		listed: map[types.NamespacedName]*corev1.ConfigMap{}}
+	for _, nn := range listed {
+		c.listed[nn] = nil
+	}
 	for _, o := range objects {
 		switch obj := o.Object.(type) {
+		case *corev1.ConfigMap:
+			// In any file, before or after the pods that read it.
+			if nn := (types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}); c.Listed(nn.Namespace, nn.Name) {
+				c.listed[nn] = obj
+			}
 		case *corev1.Node:
 			c.nodes[obj.Name] = obj
 		case *corev1.Namespace:
@@ -132,6 +151,26 @@ func (c *fileCluster) Node(name string) (*corev1.Node, bool) {
 // APIServerPods implements policy.Cluster. Files hold everything the user
 // chose to give, so the answer is always known.
 func (c *fileCluster) APIServerPods() ([]*corev1.Pod, bool) { return c.apiServerPods, true }
+
+// ConfigMap implements policy.ConfigMaps: a listed ConfigMap of the files
+// is Known; one the files do not hold is Unknown (they may leave it out),
+// as a cold cache's.
+func (c *fileCluster) ConfigMap(namespace, name string) (*corev1.ConfigMap, policy.Knowledge) {
+	cm, listed := c.listed[types.NamespacedName{Namespace: namespace, Name: name}]
+	switch {
+	case !listed:
+		return nil, policy.NotListed
+	case cm == nil:
+		return nil, policy.Unknown
+	}
+	return cm, policy.Known
+}
+
+// Listed implements policy.ConfigMaps.
+func (c *fileCluster) Listed(namespace, name string) bool {
+	_, ok := c.listed[types.NamespacedName{Namespace: namespace, Name: name}]
+	return ok
+}
 
 // NodesLabelled implements cpendpoint.LabelledNodes: the Nodes in the files
 // with label key. Without a Node in the files it cannot tell: no verdict,

@@ -447,3 +447,48 @@ func TestReadNeverFalseClean(t *testing.T) {
 		}
 	})
 }
+
+// TestCNIFixtures: the endpoint where today's CNIs keep it, judged from the
+// ConfigMaps of the files, whichever file and order they come in.
+func TestCNIFixtures(t *testing.T) {
+	in, err := check.Read([]string{"testdata/cni"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := config.Default()
+	listed.EndpointConfigMaps = append(listed.EndpointConfigMaps, "kube-system/cilium-api-endpoint")
+	in.EndpointConfigMaps = listed.EndpointConfigMapNames()
+	got := map[string]string{}
+	for _, f := range check.Check(in, defaultEngine(t)).Findings {
+		k := f.Kind + " " + f.Namespace + "/" + f.Name + " " + string(f.Policy)
+		got[k] += string(f.Action) + ": " + f.Message + "\n"
+	}
+	for k, v := range got {
+		t.Logf("%s\n%s", k, v)
+	}
+	want := map[string]string{
+		"DaemonSet kube-system/cilium host-network-endpoint":               `container "cilium-agent" comes from ConfigMap kube-system/cilium-api-endpoint key "host" = 10.99.0.11`,
+		"Deployment kube-system/cilium-operator host-network-endpoint":     `comes from ConfigMap kube-system/cilium-api-endpoint key "host" = 10.99.0.11`,
+		"ConfigMap kube-system/cilium-api-endpoint control-plane-endpoint": `key "host" of ConfigMap kube-system/cilium-api-endpoint (endpointConfigMaps) is 10.99.0.11, the address of control-plane node cni-cp-1 only`,
+		"ConfigMap kube-system/cilium-config control-plane-endpoint":       `k8s-api-server-urls in ConfigMap kube-system/cilium-config is https://10.99.0.12:6443, the address of control-plane node cni-cp-2 only`,
+		"Deployment tigera-operator/tigera-operator host-network-endpoint": `comes from ConfigMap tigera-operator/kubernetes-services-endpoint key "KUBERNETES_SERVICE_HOST" = 10.99.0.100`,
+		"DaemonSet calico-system/calico-node host-network-endpoint":        `pods created from this template will be rewritten`,
+	}
+	for k, part := range want {
+		if !strings.Contains(got[k], part) {
+			t.Errorf("%s: got %q, want it to contain %q", k, got[k], part)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d verdicts, want %d", len(got), len(want))
+	}
+
+	// Without the ConfigMap in endpointConfigMaps, Cilium's references are
+	// reported as not judged, never as clean.
+	in.EndpointConfigMaps = config.Default().EndpointConfigMapNames()
+	for _, f := range check.Check(in, defaultEngine(t)).Findings {
+		if f.Name == "cilium" && f.Policy == hostnetwork.ID && !strings.Contains(f.Message, `add "kube-system/cilium-api-endpoint" to endpointConfigMaps`) {
+			t.Errorf("not listed: %s", f.Message)
+		}
+	}
+}

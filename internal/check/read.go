@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -48,6 +49,10 @@ type Input struct {
 	SkippedPatches int
 	// Warnings name the paths that yielded no object.
 	Warnings []string
+	// EndpointConfigMaps are the configuration's endpointConfigMaps: the
+	// ConfigMaps of the files whose values references resolve to (as the
+	// server reads only those); nil: the default list.
+	EndpointConfigMaps []types.NamespacedName
 
 	static bool // Options.StaticPods
 }

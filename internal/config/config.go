@@ -28,6 +28,9 @@
 //	  interval: 5m
 //	  maxReportResults: 100
 //	  reportAPI: Auto
+//	endpointConfigMaps:
+//	  - kube-system/cilium-config
+//	  - calico-system/kubernetes-services-endpoint
 //
 // Every field is optional except apiVersion and kind; what is left out keeps
 // its built-in default. Unknown fields, unknown policy IDs and invalid values
@@ -36,9 +39,12 @@ package config
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/registry"
@@ -60,6 +66,35 @@ type PolicyConfiguration struct {
 	Policies Policies    `json:"policies,omitempty"`
 	// Audit configures the background audit.
 	Audit Audit `json:"audit,omitzero"`
+	// EndpointConfigMaps are the ConfigMaps, "namespace/name", that may
+	// carry the API endpoint for hostNetwork pods and that the server may
+	// read (Cilium's k8sServiceHostRef and cilium-config, Calico's
+	// kubernetes-services-endpoint): references to them are resolved and
+	// judged, references elsewhere are reported as not judged. The chart
+	// grants get, list and watch on exactly these. Read at start: changing
+	// it takes a restart.
+	EndpointConfigMaps []string `json:"endpointConfigMaps"`
+}
+
+// DefaultEndpointConfigMaps are endpointConfigMaps' default: where Calico
+// (the operator's tigera-operator and calico-system, a manifest install's
+// kube-system) and Cilium (cilium-config) keep the API endpoint.
+var DefaultEndpointConfigMaps = []string{
+	"calico-system/kubernetes-services-endpoint",
+	"kube-system/kubernetes-services-endpoint",
+	"tigera-operator/kubernetes-services-endpoint",
+	"kube-system/cilium-config",
+}
+
+// EndpointConfigMapNames returns EndpointConfigMaps as names; c must be
+// valid.
+func (c *PolicyConfiguration) EndpointConfigMapNames() []types.NamespacedName {
+	out := make([]types.NamespacedName, 0, len(c.EndpointConfigMaps))
+	for _, v := range c.EndpointConfigMaps {
+		ns, name, _ := strings.Cut(v, "/")
+		out = append(out, types.NamespacedName{Namespace: ns, Name: name})
+	}
+	return out
 }
 
 // Audit configures the background audit of the objects in the cluster.
@@ -157,5 +192,7 @@ func Default() *PolicyConfiguration {
 		Mode:       policy.Enforce,
 		Policies:   policies,
 		Audit:      Audit{Interval: metav1.Duration{Duration: DefaultAuditInterval}, MaxReportResults: DefaultMaxReportResults, ReportAPI: ReportAPIAuto},
+
+		EndpointConfigMaps: slices.Clone(DefaultEndpointConfigMaps),
 	}
 }

@@ -154,6 +154,19 @@ audit:
 			wantErr: "policies.host-network-endpoint.host: Invalid value"},
 		{name: "bad override", file: header + "policies:\n  host-network-endpoint:\n    override: IPs\n",
 			wantErr: `policies.host-network-endpoint.override: Unsupported value: "IPs"`},
+		{name: "endpointConfigMaps replaced whole", file: header + "endpointConfigMaps: [kube-system/api-endpoint, kube-system/cilium-config]\n",
+			want: func(c *config.PolicyConfiguration) {
+				c.EndpointConfigMaps = []string{"kube-system/api-endpoint", "kube-system/cilium-config"}
+			}},
+		{name: "endpointConfigMaps empty: none", file: header + "endpointConfigMaps: []\n",
+			want: func(c *config.PolicyConfiguration) { c.EndpointConfigMaps = []string{} }},
+		{name: "endpointConfigMaps null: the default", file: header + "endpointConfigMaps: null\n", want: func(*config.PolicyConfiguration) {}},
+		{name: "endpointConfigMaps without a namespace", file: header + "endpointConfigMaps: [cilium-config]\n",
+			wantErr: `endpointConfigMaps[0]: Invalid value: "cilium-config": must be "namespace/name"`},
+		{name: "endpointConfigMaps with a bad name", file: header + "endpointConfigMaps: [kube-system/Cilium_Config]\n",
+			wantErr: `endpointConfigMaps[0]: Invalid value: "kube-system/Cilium_Config": name: `},
+		{name: "endpointConfigMaps twice", file: header + "endpointConfigMaps: [a/b, a/b]\n",
+			wantErr: `endpointConfigMaps[1]: Duplicate value: "a/b"`},
 		{name: "missing apiVersion", file: "kind: PolicyConfiguration\n", wantErr: `apiVersion: Unsupported value: ""`},
 		{name: "wrong apiVersion", file: "apiVersion: endpoint-policy.io/v1\nkind: PolicyConfiguration\n",
 			wantErr: `apiVersion: Unsupported value: "endpoint-policy.io/v1"`},
@@ -284,5 +297,10 @@ func TestRestartRequired(t *testing.T) {
 	errs := selectors.RestartRequired(running)
 	if len(errs) != 1 || errs[0].Field != "policies.kube-proxy-node-deleting.podSelectors" {
 		t.Errorf("a podSelectors change: %v, want one error on policies.kube-proxy-node-deleting.podSelectors", errs)
+	}
+	listed := config.Default()
+	listed.EndpointConfigMaps = append(listed.EndpointConfigMaps, "kube-system/api-endpoint")
+	if errs := listed.RestartRequired(running); len(errs) != 1 || errs[0].Field != "endpointConfigMaps" {
+		t.Errorf("an endpointConfigMaps change: %v, want one error on endpointConfigMaps", errs)
 	}
 }

@@ -25,6 +25,8 @@ type file struct {
 	Mode       policy.Mode                `json:"mode,omitempty"`
 	Policies   map[string]json.RawMessage `json:"policies,omitempty"`
 	Audit      Audit                      `json:"audit,omitzero"`
+	// EndpointConfigMaps: null or left out keeps the default; [] lists none.
+	EndpointConfigMaps *[]string `json:"endpointConfigMaps"`
 }
 
 // Parse decodes a configuration file (YAML or JSON) strictly onto the
@@ -46,6 +48,12 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 		return nil, err
 	}
 	cfg.APIVersion, cfg.Kind, cfg.Mode, cfg.Audit = f.APIVersion, f.Kind, f.Mode, f.Audit
+	if f.EndpointConfigMaps != nil {
+		cfg.EndpointConfigMaps = *f.EndpointConfigMaps
+		if cfg.EndpointConfigMaps == nil {
+			cfg.EndpointConfigMaps = []string{}
+		}
+	}
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(f.Policies)) {
 		d, ok := registry.Lookup(policy.ID(id))

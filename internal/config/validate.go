@@ -2,8 +2,11 @@ package config
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -47,6 +50,33 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 	default:
 		errs = append(errs, field.NotSupported(a.Child("reportAPI"), c.Audit.ReportAPI,
 			[]ReportAPI{ReportAPIAuto, ReportAPIWGPolicy, ReportAPIOpenReports}))
+	}
+	errs = append(errs, validateEndpointConfigMaps(field.NewPath(policy.EndpointConfigMapsSetting), c.EndpointConfigMaps)...)
+	return errs
+}
+
+// validateEndpointConfigMaps checks each entry is "namespace/name", once.
+func validateEndpointConfigMaps(fldPath *field.Path, list []string) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[string]bool{}
+	for i, v := range list {
+		p := fldPath.Index(i)
+		ns, name, ok := strings.Cut(v, "/")
+		switch {
+		case !ok || strings.Contains(name, "/"):
+			errs = append(errs, field.Invalid(p, v, `must be "namespace/name"`))
+			continue
+		case seen[v]:
+			errs = append(errs, field.Duplicate(p, v))
+			continue
+		}
+		seen[v] = true
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			errs = append(errs, field.Invalid(p, v, "namespace: "+msg))
+		}
+		for _, msg := range validation.IsDNS1123Subdomain(name) {
+			errs = append(errs, field.Invalid(p, v, "name: "+msg))
+		}
 	}
 	return errs
 }
@@ -102,6 +132,10 @@ func (c *PolicyConfiguration) RestartRequired(running *PolicyConfiguration) fiel
 		if rs, ok := p.Settings.(policy.RestartSettings); ok {
 			errs = append(errs, rs.RestartRequired(old.Settings, field.NewPath("policies", string(d.ID)))...)
 		}
+	}
+	if !slices.Equal(c.EndpointConfigMaps, running.EndpointConfigMaps) {
+		errs = append(errs, field.Forbidden(field.NewPath(policy.EndpointConfigMapsSetting),
+			"takes a restart: the server watches the ConfigMaps listed when it started"))
 	}
 	return errs
 }

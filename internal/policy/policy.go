@@ -112,6 +112,12 @@ type Finding struct {
 	// warning at admission) with the action of the change, never applied.
 	// Such a finding has no Patch.
 	Template bool
+	// Advisory, for mutating rules, marks a finding reported and never
+	// applied nor denied, in either mode (host-network-endpoint's endpoint
+	// that comes from a ConfigMap: the fix is in the ConfigMap, not the
+	// pod): its action is ActionWarn. Such a finding has no Patch. In a
+	// result with changes, advisory findings come after them.
+	Advisory bool
 	// Detail, when set, is the end of Message that findings of one kind
 	// share: why it matters and how to fix it ("when that address changes
 	// ... Set the probe's host to ..."). Message ends with ": " + Detail.
@@ -300,6 +306,8 @@ func (r Result) Action(mayDeny bool) Action {
 		return ActionUnverified
 	case r.Mode == Enforce && (r.Findings[0].Mutates() || r.Findings[0].Template):
 		return ActionMutate
+	case r.Findings[0].Advisory:
+		return ActionWarn
 	case r.Mode == Enforce && mayDeny && !r.Findings[0].Mutates():
 		return ActionDeny
 	}

@@ -43,6 +43,18 @@ func Verdicts(obj client.Object, results []Result) []Verdict {
 	return out
 }
 
+// Advisories returns r with only its Advisory findings.
+func (r Result) Advisories() Result {
+	out := r
+	out.Findings = nil
+	for _, f := range r.Findings {
+		if f.Advisory {
+			out.Findings = append(out.Findings, f)
+		}
+	}
+	return out
+}
+
 // Shorten cuts s to at most n bytes at a word boundary (a UTF-8 boundary
 // when one word is longer than half of n), marking the cut with "…": report
 // viewers and Events show a sentence that ends, not one cut mid-word.

@@ -23,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/audit"
 	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/drift"
@@ -116,15 +117,20 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("creating the cluster view: %w", err)
 	}
+	configMaps, err := audit.NewConfigMaps(mgr, s.cfg.EndpointConfigMapNames())
+	if err != nil {
+		return err
+	}
+	known := knownCluster{View: view, ConfigMaps: configMaps}
 	if err := mgr.Add(view.Refresher(endpointRefreshInterval, rec.EndpointNodes)); err != nil {
 		return fmt.Errorf("adding the endpoint refresher: %w", err)
 	}
 	events := mgr.GetEventRecorder(EventSource)
 	drain := newDrain()
-	if err := s.setupAdmission(mgr, drain, view, rec, events); err != nil {
+	if err := s.setupAdmission(mgr, drain, known, rec, events); err != nil {
 		return err
 	}
-	aud, err := s.setupLeaderOnly(ctx, mgr, view, rec, events)
+	aud, err := s.setupLeaderOnly(ctx, mgr, known, rec, events)
 	if err != nil {
 		return err
 	}

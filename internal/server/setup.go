@@ -54,7 +54,7 @@ func (s *Server) setupAdmission(mgr manager.Manager, drain *drain, view policy.C
 // and the background audit, the same engine on the objects already in the
 // cluster. kube-proxy-node-deleting is left to its controller, which keeps
 // it true continuously.
-func (s *Server) setupLeaderOnly(ctx context.Context, mgr manager.Manager, view policy.Cluster, rec *metrics.Recorder, events events.EventRecorder) (*audit.Audit, error) {
+func (s *Server) setupLeaderOnly(ctx context.Context, mgr manager.Manager, view knownCluster, rec *metrics.Recorder, events events.EventRecorder) (*audit.Audit, error) {
 	// The kube-proxy pods are cached by the configured selectors, which
 	// therefore hold until a restart (config.RestartRequired).
 	kubeProxy, ok := s.cfg.Policies[kubeproxy.NodeDeletingID].Settings.(*kubeproxy.Settings)
@@ -77,7 +77,16 @@ func (s *Server) setupLeaderOnly(ctx context.Context, mgr manager.Manager, view 
 	return audit.New(ctx, mgr, audit.Options{
 		Engine: s.engine, Cluster: view, Namespaces: mgr.GetCache(), Events: events, Metrics: rec,
 		ReportingController: EventSource, Settings: s.cfg.Audit, Skip: []policy.ID{kubeproxy.NodeDeletingID},
+		ConfigMaps: view.ConfigMaps,
 	})
+}
+
+// knownCluster is what admission and the audit know of the cluster: the
+// informer caches' view (Nodes, kube-apiserver pods, the node agents'
+// reports) and the ConfigMaps the policies read, references included.
+type knownCluster struct {
+	*cluster.View
+	*audit.ConfigMaps
 }
 
 // setupDrift adds the leader's webhook configuration drift detection, when

@@ -44,6 +44,9 @@ func decide(verdicts []policy.Verdict, rec *metrics.Recorder) decision {
 		case policy.ActionMutate:
 			if r.Findings[0].Template {
 				d.warnings = append(d.warnings, r.Messages("", maxMessagesPerPolicy)...)
+			} else if advisory := r.Advisories(); len(advisory.Findings) > 0 {
+				// The changes are made; what only a ConfigMap can fix is said.
+				d.warnings = append(d.warnings, advisory.Messages("", maxMessagesPerPolicy)...)
 			}
 			for _, f := range r.Findings {
 				d.patch = append(d.patch, f.Patch...)

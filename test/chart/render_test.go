@@ -546,6 +546,16 @@ func TestRBAC(t *testing.T) {
 		"Role/kube-system/" + release + "-kubeadm-config": {
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubeadm-config", "kube-proxy"}, Verbs: []string{"list", "watch"}},
 		},
+		// config.endpointConfigMaps, by name, per namespace.
+		"Role/calico-system/" + release + "-endpoint-configmaps": {
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubernetes-services-endpoint"}, Verbs: []string{"get", "list", "watch"}},
+		},
+		"Role/kube-system/" + release + "-endpoint-configmaps": {
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubernetes-services-endpoint", "cilium-config"}, Verbs: []string{"get", "list", "watch"}},
+		},
+		"Role/tigera-operator/" + release + "-endpoint-configmaps": {
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"kubernetes-services-endpoint"}, Verbs: []string{"get", "list", "watch"}},
+		},
 		"Role/kube-public/" + release + "-cluster-info": {
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"cluster-info"}, Verbs: []string{"list", "watch"}},
 		},

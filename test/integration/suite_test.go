@@ -24,6 +24,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -244,6 +245,12 @@ func installRBAC(ctx context.Context) *rest.Config {
 			continue
 		}
 		for _, obj := range readObjects(filepath.Join(dir, e.Name())) {
+			// The CNIs' namespaces (endpoint_configmaps_role.yaml), as the
+			// CNI would create them.
+			if ns := obj.GetNamespace(); ns != "" {
+				err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+				Expect(err == nil || apierrors.IsAlreadyExists(err)).To(BeTrue(), "namespace %s: %v", ns, err)
+			}
 			Expect(k8s.Create(ctx, obj)).To(Succeed(), e.Name())
 		}
 	}

@@ -96,8 +96,10 @@ webhooks:
       - name: control-plane-component
         expression: {{ include "endpoint-policy.controlPlaneComponent" "object.spec.jobTemplate.spec.template.spec" | quote }}
   # control-plane-endpoint's ConfigMaps besides kubeadm-config: the discovery
-  # kubeconfig and kube-proxy's. Written by kubeadm mid-init and mid-upgrade,
-  # so it fails open.
+  # kubeconfig and kube-proxy's, and config.endpointConfigMaps (where CNIs
+  # keep the API endpoint: a warning, never a denial, in the default Audit).
+  # Written by kubeadm mid-init and mid-upgrade, and by CNI installers: it
+  # fails open.
   - name: validate-cluster-configmaps.endpoint-policy.io
     {{- include "endpoint-policy.webhookCommon" (dict "root" $root "path" "/validate-configmaps" "failurePolicy" $fp.validateClusterConfigMaps "caBundle" $caBundle) | nindent 4 }}
     sideEffects: None
@@ -109,7 +111,7 @@ webhooks:
         scope: Namespaced
     matchConditions:
       - name: cluster-configmaps
-        expression: "(request.namespace == 'kube-public' && request.name == 'cluster-info') || (request.namespace == 'kube-system' && request.name == 'kube-proxy')"
+        expression: {{ include "endpoint-policy.clusterConfigMapsCondition" $root | quote }}
   # Narrowed to the one ConfigMap, so it may fail closed.
   - name: validate-kubeadm-config.endpoint-policy.io
     {{- include "endpoint-policy.webhookCommon" (dict "root" $root "path" "/validate-kubeadm-config" "failurePolicy" $fp.validateKubeadmConfig "caBundle" $caBundle) | nindent 4 }}
@@ -123,4 +125,17 @@ webhooks:
     matchConditions:
       - name: kubeadm-config
         expression: "request.namespace == 'kube-system' && request.name == 'kubeadm-config'"
+{{- end }}
+
+{{/*
+The CEL condition of the cluster ConfigMaps webhook: cluster-info,
+kube-proxy, and each of config.endpointConfigMaps.
+*/}}
+{{- define "endpoint-policy.clusterConfigMapsCondition" -}}
+{{- $terms := list "(request.namespace == 'kube-public' && request.name == 'cluster-info')" "(request.namespace == 'kube-system' && request.name == 'kube-proxy')" -}}
+{{- range .Values.config.endpointConfigMaps -}}
+{{- $parts := splitList "/" . -}}
+{{- $terms = append $terms (printf "(request.namespace == '%s' && request.name == '%s')" (index $parts 0) (index $parts 1)) -}}
+{{- end -}}
+{{- join " || " $terms -}}
 {{- end }}

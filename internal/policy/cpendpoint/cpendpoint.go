@@ -61,7 +61,8 @@ var Descriptor = policy.Descriptor{
 	Category:    policy.CategoryAPIEndpoint,
 	Summary: "one control-plane node's own address used as the whole cluster's API endpoint, in a cluster of two or more: " +
 		"kubeadm `controlPlaneEndpoint`, `kube-public/cluster-info`, kube-proxy's kubeconfig in `kube-system/kube-proxy`, " +
-		"`kube-proxy --master`",
+		"`kube-proxy --master`, and where CNIs keep it: Cilium's `cilium-config` (`k8s-api-server`, `k8s-api-server-urls`) and " +
+		"`--k8s-api-server` flags, Calico's `kubernetes-services-endpoint`, the ConfigMaps of `endpointConfigMaps`",
 	Package: "internal/policy/cpendpoint",
 	New:     func(policy.Settings) (policy.Rule, error) { return Rule{}, nil },
 }
@@ -120,7 +121,10 @@ func ControlPlaneNodes(c policy.Cluster) (nodes []*corev1.Node, ok bool) {
 //     v1beta3 and v1beta4): controlPlaneEndpoint;
 //   - kube-public/cluster-info: the server of its kubeconfig;
 //   - kube-system/kube-proxy: the server of kubeconfig.conf;
-//   - pods and pod templates whose container runs kube-proxy with --master.
+//   - pods and pod templates whose container runs kube-proxy with --master;
+//   - where CNIs keep it (cni.go): cilium-config, kubernetes-services-endpoint,
+//     the ConfigMaps of endpointConfigMaps, and Cilium's flags in hostNetwork
+//     pods and templates.
 //
 // A DNS name, a loopback address, a VIP or load balancer address that is no
 // node's, and a cluster with one control-plane node are fine.
@@ -140,6 +144,9 @@ type endpoint struct {
 	rule   string
 	server string // as written
 	host   string
+	// hosts, when set, are every host of a list the client fails over
+	// among (Cilium's k8s-api-server-urls); host is then the first.
+	hosts  []string
 	what   string // the object and field, for the message
 	effect string // what breaks when the node goes
 }
@@ -168,7 +175,7 @@ func (Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 		return findings, true // one API server: there is no other to reach
 	}
 	for _, e := range endpoints {
-		node := soleOwner(e.host, nodes)
+		node := e.owner(nodes)
 		if node == nil {
 			continue
 		}
@@ -186,7 +193,7 @@ func (Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 // fixFor adds what fits the object to the fix.
 func fixFor(rule string) string {
 	switch rule {
-	case RuleKubeProxyConfig, RuleKubeProxyMaster:
+	case RuleKubeProxyConfig, RuleKubeProxyMaster, RuleCiliumConfig, RuleCiliumFlag, RuleServicesEndpoint, RuleEndpointConfigMap:
 		return ", or for node components the node-local API load balancer host-network-endpoint points them at (localhost:7443 on k0s)"
 	case RuleKubeadm:
 		return "; the endpoint must be in the API server certificate's SANs, and every kubelet's kubeconfig and kube-public/cluster-info change with it"
@@ -216,11 +223,15 @@ func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Fin
 				"every kube-proxy on every node watches Services and EndpointSlices through that one API server, so when that node is down "+
 					"no node's Service routing is updated")
 		}
-		return nil, false, nil
+		out, applies := configMapEndpoints(o, t.Cluster)
+		return out, applies, nil
 	}
 	spec, specPath, ok := policy.PodSpecOf(t.Object)
 	if !ok {
 		return nil, false, nil
+	}
+	if spec.HostNetwork {
+		out, applies = ciliumFlagEndpoints(spec, specPath)
 	}
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
@@ -228,7 +239,7 @@ func endpointsOf(t policy.Target) (out []endpoint, applies bool, bad *policy.Fin
 			continue
 		}
 		applies = true
-		for _, a := range masterFlags(c) {
+		for _, a := range flagValues(c, "--master") {
 			out = append(out, endpoint{
 				field: specPath.Child("containers").Index(i).Child(a.list).Index(a.index),
 				rule:  RuleKubeProxyMaster, server: a.value, host: hostOf(a.value),
@@ -323,11 +334,11 @@ type flag struct {
 	value string
 }
 
-// masterFlags finds --master=URL and --master URL in command and args, in
-// a shell command line too (kube-up's GCE manifest runs
+// flagValues finds name=VALUE and name VALUE (name: "--master") in command
+// and args, in a shell command line too (kube-up's GCE manifest runs
 // `/bin/sh -c "exec kube-proxy --master=https://... ..."`,
 // cluster/gce/manifests/kube-proxy.manifest).
-func masterFlags(c *corev1.Container) []flag {
+func flagValues(c *corev1.Container, name string) []flag {
 	var out []flag
 	for _, l := range []struct {
 		name string
@@ -337,9 +348,9 @@ func masterFlags(c *corev1.Container) []flag {
 			words := strings.Fields(arg)
 			for j, w := range words {
 				switch {
-				case strings.HasPrefix(w, "--master="):
-					out = append(out, flag{l.name, i, strings.Trim(strings.TrimPrefix(w, "--master="), `"'`)})
-				case w == "--master":
+				case strings.HasPrefix(w, name+"="):
+					out = append(out, flag{l.name, i, strings.Trim(strings.TrimPrefix(w, name+"="), `"'`)})
+				case w == name:
 					next := ""
 					if j+1 < len(words) {
 						next = words[j+1]

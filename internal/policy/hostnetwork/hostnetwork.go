@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -112,8 +113,16 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	if !pod.Spec.HostNetwork || policy.Excluded(pod, t.NamespaceLabels) || policy.IsMirrorPod(pod) {
 		return nil, false
 	}
+	refs := r.referenceFindings(&pod.Spec, field.NewPath("spec"), pod.Namespace, t.Cluster,
+		func() refTarget { return r.podTarget(pod, t.Cluster) })
+	return append(r.rewrites(pod, t), refs...), true
+}
+
+// rewrites returns the changes to pod's containers, or the one Unverified
+// finding that holds them back.
+func (r *Rule) rewrites(pod *corev1.Pod, t policy.Target) []policy.Finding {
 	if r.settings.Verification == VerificationOff {
-		return r.findings(pod, r.fixed), true
+		return r.findings(pod, r.fixed)
 	}
 	// Under host: auto the endpoint is not known until the nodes are: first
 	// see whether any container would change at all.
@@ -123,24 +132,24 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	}
 	findings := r.findings(pod, probe)
 	if len(findings) == 0 {
-		return nil, true
+		return nil
 	}
 	v, online := t.Cluster.(Verifications)
 	if !online {
-		return r.offline(findings), true
+		return r.offline(findings)
 	}
 	endpoint, warning := verify(pod, v, r.fixed.endpoint)
 	if warning != "" {
-		return []policy.Finding{{Rule: RuleUnverified, Message: warning, Unverified: true}}, true
+		return []policy.Finding{{Rule: RuleUnverified, Message: warning, Unverified: true}}
 	}
 	if endpoint == r.fixed.endpoint {
-		return findings, true
+		return findings
 	}
 	tgt, err := targetOf(endpoint)
 	if err != nil {
-		return []policy.Finding{{Rule: RuleUnverified, Message: fmt.Sprintf("not rewritten: the verified endpoint %q is not host:port", endpoint), Unverified: true}}, true
+		return []policy.Finding{{Rule: RuleUnverified, Message: fmt.Sprintf("not rewritten: the verified endpoint %q is not host:port", endpoint), Unverified: true}}
 	}
-	return r.findings(pod, tgt), true
+	return r.findings(pod, tgt)
 }
 
 // template reports, on a workload whose pod template is hostNetwork, what
@@ -156,19 +165,31 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 	if r.settings.Auto() {
 		probe = target{host: HostAuto, port: "0", endpoint: HostAuto}
 	}
+	// A template whose pods read the endpoint from a ConfigMap: judged by
+	// the ConfigMap's value, as their pods are.
+	ns := t.Object.GetNamespace()
+	refs := r.referenceFindings(spec, specPath, ns, t.Cluster, func() refTarget {
+		return r.podTarget(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, Spec: *spec}, t.Cluster)
+	})
+	return append(r.templateRewrites(spec, specPath, probe), refs...), true
+}
+
+// templateRewrites returns the Template findings of the rewrites a
+// workload's pods will get.
+func (r *Rule) templateRewrites(spec *corev1.PodSpec, specPath *field.Path, probe target) []policy.Finding {
 	// Only a template that pins an address (the k0s #5740 shape) is worth a
 	// finding. One that leaves the variables unset is the product working:
 	// admission sets them on each pod, and there is nothing to fix.
 	findings := r.specFindings(spec, specPath, probe, pinsAddress)
 	if len(findings) == 0 {
-		return nil, true
+		return nil
 	}
 	if r.settings.Auto() {
 		// Which endpoint is not known before the nodes are: unverified, as
 		// a pod is offline.
 		return []policy.Finding{{Field: specPath, Rule: RulePodTemplate, Template: true, Unverified: true,
 			Message: "pods created from this template will be rewritten: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT pointed at the " +
-				"endpoint the node agent verified on their node (host: auto)"}}, true
+				"endpoint the node agent verified on their node (host: auto)"}}
 	}
 	where := ""
 	if r.settings.Verification == VerificationRequired {
@@ -179,7 +200,7 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 		out[i] = policy.Finding{Field: f.Field, Rule: RulePodTemplate, Template: true,
 			Message: "pods created from this template will be rewritten" + where + ": " + f.Message}
 	}
-	return out, true
+	return out
 }
 
 // pinsAddress reports whether c pins KUBERNETES_SERVICE_HOST to an

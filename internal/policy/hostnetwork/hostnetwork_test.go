@@ -136,8 +136,6 @@ func TestRuleEnv(t *testing.T) {
 		{name: "envFrom ConfigMap kept by Never", settings: never, envFrom: calicoEndpoint},
 		{name: "envFrom ConfigMap rewritten by Always", settings: always, envFrom: calicoEndpoint,
 			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},
-		{name: "envFrom Secret with a prefix that can produce the names kept", settings: def,
-			envFrom: []corev1.EnvFromSource{{Prefix: "KUBERNETES_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "api"}}}}},
 		{name: "envFrom with a prefix that cannot produce the names: added", settings: def,
 			envFrom: []corev1.EnvFromSource{{Prefix: "CALICO_", ConfigMapRef: calicoEndpoint[0].ConfigMapRef}},
 			wantEnv: env(H, "localhost", P, "7443"), wantOps: 1},

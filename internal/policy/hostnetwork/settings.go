@@ -42,7 +42,6 @@ const (
 	OverrideNever Override = "Never"
 )
 
-// Descriptor describes the policy to the registry.
 // The checks of host-network-endpoint (report results' rule).
 const (
 	// RuleServiceHostEnv: a container's KUBERNETES_SERVICE_HOST/_PORT to set
@@ -53,8 +52,14 @@ const (
 	RuleUnverified = "endpoint-unverified"
 	// RulePodTemplate: the rewrite a workload's pods will get.
 	RulePodTemplate = "pod-template"
+	// RuleServiceHostReference: a container's KUBERNETES_SERVICE_HOST that
+	// comes from a ConfigMap (valueFrom.configMapKeyRef, envFrom) holding
+	// another endpoint than the node-local one, or from a Secret or a
+	// ConfigMap the server may not read: reported, never rewritten.
+	RuleServiceHostReference = "service-host-reference"
 )
 
+// Descriptor describes the policy to the registry.
 var Descriptor = policy.Descriptor{
 	ID:          ID,
 	Effect:      policy.Mutating,
