@@ -467,11 +467,11 @@ func TestCNIFixtures(t *testing.T) {
 		t.Logf("%s\n%s", k, v)
 	}
 	want := map[string]string{
-		"DaemonSet kube-system/cilium host-network-endpoint":               `container "cilium-agent" comes from ConfigMap kube-system/cilium-api-endpoint key "host" = 10.99.0.11`,
-		"Deployment kube-system/cilium-operator host-network-endpoint":     `comes from ConfigMap kube-system/cilium-api-endpoint key "host" = 10.99.0.11`,
-		"ConfigMap kube-system/cilium-api-endpoint control-plane-endpoint": `key "host" of ConfigMap kube-system/cilium-api-endpoint (endpointConfigMaps) is 10.99.0.11, the address of control-plane node cni-cp-1 only`,
-		"ConfigMap kube-system/cilium-config control-plane-endpoint":       `k8s-api-server-urls in ConfigMap kube-system/cilium-config is https://10.99.0.12:6443, the address of control-plane node cni-cp-2 only`,
-		"Deployment tigera-operator/tigera-operator host-network-endpoint": `comes from ConfigMap tigera-operator/kubernetes-services-endpoint key "KUBERNETES_SERVICE_HOST" = 10.99.0.100`,
+		"DaemonSet kube-system/cilium host-network-endpoint":               `container "cilium-agent" comes from ConfigMap kube-system/cilium-api-endpoint key "host" = 10.98.0.11`,
+		"Deployment kube-system/cilium-operator host-network-endpoint":     `comes from ConfigMap kube-system/cilium-api-endpoint key "host" = 10.98.0.11`,
+		"ConfigMap kube-system/cilium-api-endpoint control-plane-endpoint": `key "host" of ConfigMap kube-system/cilium-api-endpoint (endpointConfigMaps) is 10.98.0.11, the address of control-plane node cni-cp-1 only`,
+		"ConfigMap kube-system/cilium-config control-plane-endpoint":       `k8s-api-server-urls in ConfigMap kube-system/cilium-config is https://10.98.0.12:6443, the address of control-plane node cni-cp-2 only`,
+		"Deployment tigera-operator/tigera-operator host-network-endpoint": `comes from ConfigMap tigera-operator/kubernetes-services-endpoint key "KUBERNETES_SERVICE_HOST" = 10.98.0.100`,
 		"DaemonSet calico-system/calico-node host-network-endpoint":        `pods created from this template will be rewritten`,
 	}
 	for k, part := range want {

@@ -269,6 +269,69 @@ config:
 	}
 }
 
+// TestEndpointConfigMapsValues: the ConfigMaps a platform adds (the one
+// Cilium's k8sServiceHostRef names) are granted by name in their namespace,
+// reach the webhook's matchConditions and the configuration, and roll the
+// pods (the server reads the list at start).
+func TestEndpointConfigMapsValues(t *testing.T) {
+	m := render(t, "--set-json", `config.endpointConfigMaps=["kube-system/cilium-config","cilium/api-endpoint","cilium/api-endpoint-v6"]`)
+	r := &rbacv1.Role{}
+	typed(t, m.find(t, "Role", release+"-endpoint-configmaps"), r)
+	var roles []string
+	for _, u := range m.ofKind("Role") {
+		if u.GetName() == release+"-endpoint-configmaps" {
+			r := &rbacv1.Role{}
+			typed(t, u, r)
+			roles = append(roles, r.Namespace+": "+strings.Join(r.Rules[0].ResourceNames, ","))
+		}
+	}
+	slices.Sort(roles)
+	if want := []string{"cilium: api-endpoint,api-endpoint-v6", "kube-system: cilium-config"}; !slices.Equal(roles, want) {
+		t.Errorf("endpoint ConfigMap Roles = %v, want %v", roles, want)
+	}
+	var condition string
+	for _, h := range webhooks(t, m) {
+		if h.Name == "validate-cluster-configmaps.endpoint-policy.io" {
+			condition = h.MatchConditions[0].Expression
+		}
+	}
+	if !strings.Contains(condition, "(request.namespace == 'cilium' && request.name == 'api-endpoint')") ||
+		strings.Contains(condition, "tigera-operator") {
+		t.Errorf("matchCondition %q does not follow endpointConfigMaps", condition)
+	}
+	d, c := deployment(t, m, release)
+	if got := loadConfig(t, m, d, c).EndpointConfigMaps; !slices.Equal(got, []string{"kube-system/cilium-config", "cilium/api-endpoint", "cilium/api-endpoint-v6"}) {
+		t.Errorf("config endpointConfigMaps = %v", got)
+	}
+	base, _ := deployment(t, render(t), release)
+	if d.Spec.Template.Annotations["checksum/endpoint-configmaps"] == base.Spec.Template.Annotations["checksum/endpoint-configmaps"] {
+		t.Errorf("an endpointConfigMaps change does not change the pod template: the server would keep the old ConfigMap caches")
+	}
+}
+
+// TestWorkloadsWebhookSeesCNIsOnlyFailingOpen: the workloads webhook gets
+// the hostNetwork templates whose endpoint host-network-endpoint judges (a
+// CNI's DaemonSet) only while it fails open: failing closed, a webhook that
+// cannot be reached while the CNI is down would block the CNI's fix.
+func TestWorkloadsWebhookSeesCNIsOnlyFailingOpen(t *testing.T) {
+	expression := func(m manifest) string {
+		for _, h := range webhooks(t, m) {
+			if h.Name == "validate-workloads.endpoint-policy.io" {
+				return h.MatchConditions[0].Expression
+			}
+		}
+		t.Fatal("no validate-workloads webhook")
+		return ""
+	}
+	const clause = "e.name == 'KUBERNETES_SERVICE_HOST'"
+	if !strings.Contains(expression(render(t)), clause) {
+		t.Errorf("failing open, the workloads webhook does not see hostNetwork templates that set KUBERNETES_SERVICE_HOST")
+	}
+	if strings.Contains(expression(render(t, "--set", "webhook.failurePolicy.validateWorkloads=Fail")), clause) {
+		t.Errorf("failing closed, the workloads webhook sees the CNIs' hostNetwork templates")
+	}
+}
+
 func writeValues(t *testing.T, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "values.yaml")

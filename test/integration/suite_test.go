@@ -24,9 +24,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/client-go/rest"
@@ -188,6 +190,9 @@ func startServer() {
 func configYAML(edit func(*config.PolicyConfiguration)) string {
 	c := config.Default()
 	hostNetworkSettings(c).Verification = hostnetwork.VerificationOff
+	// The ConfigMap Cilium's k8sServiceHostRef names in the CNI fixtures,
+	// as a platform adds it (and its Role: installRBAC).
+	c.EndpointConfigMaps = append(c.EndpointConfigMaps, ciliumAPIEndpoint.Namespace+"/"+ciliumAPIEndpoint.Name)
 	if edit != nil {
 		edit(c)
 	}
@@ -254,10 +259,23 @@ func installRBAC(ctx context.Context) *rest.Config {
 			Expect(k8s.Create(ctx, obj)).To(Succeed(), e.Name())
 		}
 	}
+	// What the chart renders for an endpointConfigMaps entry a platform
+	// adds (test/chart TestEndpointConfigMapsValues).
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ciliumAPIEndpoint.Namespace, Name: "endpoint-policy-cilium-api-endpoint"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{ciliumAPIEndpoint.Name},
+			Verbs: []string{"get", "list", "watch"}}}}
+	Expect(k8s.Create(ctx, role)).To(Succeed())
+	Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: role.Namespace, Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: serverServiceAccount, Namespace: serverNamespace}}})).To(Succeed())
 	cfg := rest.CopyConfig(restConfig)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: serviceaccount.MakeUsername(serverNamespace, serverServiceAccount)}
 	return cfg
 }
+
+// ciliumAPIEndpoint is the ConfigMap of the CNI fixtures' Cilium
+// k8sServiceHostRef (internal/check/testdata/cni/cilium-hostref.yaml).
+var ciliumAPIEndpoint = types.NamespacedName{Namespace: "kube-system", Name: "cilium-api-endpoint"}
 
 // readObjects decodes the YAML documents of a file.
 func readObjects(path string) []*unstructured.Unstructured {

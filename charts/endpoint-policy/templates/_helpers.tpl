@@ -64,6 +64,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 The pods a webhook call is about: they run kube-apiserver, kube-vip or
 kube-proxy. The argument is the CEL path of the pod spec.
 */}}
+{{/*
+A hostNetwork pod template whose containers take KUBERNETES_SERVICE_HOST from
+env (a value or a reference) or may from envFrom: host-network-endpoint
+judges its endpoint, by reference too (Cilium's k8sServiceHostRef, Calico's
+kubernetes-services-endpoint). Argument: the pod spec's CEL path.
+*/}}
+{{- define "endpoint-policy.hostNetworkEndpoint" -}}
+(has({{ . }}.hostNetwork) && {{ . }}.hostNetwork && ({{ . }}.containers + (has({{ . }}.initContainers) ? {{ . }}.initContainers : [])).exists(c, has(c.envFrom) || (has(c.env) && c.env.exists(e, e.name == 'KUBERNETES_SERVICE_HOST'))))
+{{- end }}
+
 {{- define "endpoint-policy.controlPlaneComponent" -}}
 {{ . }}.containers.exists(c, c.name == 'kube-apiserver' || (has(c.image) && c.image.contains('kube-vip')) || (has(c.command) && size(c.command) > 0 && c.command[0].endsWith('kube-apiserver')) || (has(c.args) && size(c.args) > 0 && c.args[0].endsWith('kube-apiserver')) || c.name == 'kube-proxy' || (has(c.command) && size(c.command) > 0 && c.command[0].endsWith('kube-proxy')) || (has(c.args) && size(c.args) > 0 && c.args[0].endsWith('kube-proxy')))
 {{- end }}

@@ -80,9 +80,19 @@ webhooks:
         operations: ["CREATE", "UPDATE"]
         resources: ["jobs"]
         scope: Namespaced
+    # Control-plane components, and while the webhook fails open (the
+    # default) the hostNetwork templates whose API endpoint it judges (a CNI's
+    # DaemonSet with a reference or a pinned address: a warning). Failing
+    # closed, it leaves the CNI's workloads alone: a webhook that cannot be
+    # reached while the CNI is down must not block the CNI's fix. The audit
+    # reports them either way.
     matchConditions:
       - name: control-plane-component
-        expression: {{ include "endpoint-policy.controlPlaneComponent" "object.spec.template.spec" | quote }}
+        {{- $expr := include "endpoint-policy.controlPlaneComponent" "object.spec.template.spec" }}
+        {{- if eq $fp.validateWorkloads "Ignore" }}
+        {{- $expr = printf "%s || %s" $expr (include "endpoint-policy.hostNetworkEndpoint" "object.spec.template.spec") }}
+        {{- end }}
+        expression: {{ $expr | quote }}
   - name: validate-cronjobs.endpoint-policy.io
     {{- include "endpoint-policy.webhookCommon" (dict "root" $root "path" "/validate-workloads" "failurePolicy" $fp.validateCronJobs "caBundle" $caBundle) | nindent 4 }}
     sideEffects: NoneOnDryRun
