@@ -348,8 +348,8 @@ func flagValues(c *corev1.Container, name string) []flag {
 			words := strings.Fields(arg)
 			for j, w := range words {
 				switch {
-				case strings.HasPrefix(w, name+"="):
-					out = append(out, flag{l.name, i, strings.Trim(strings.TrimPrefix(w, name+"="), `"'`)})
+				case len(w) > len(name) && w[len(name)] == '=' && strings.HasPrefix(w, name):
+					out = append(out, flag{l.name, i, strings.Trim(w[len(name)+1:], `"'`)})
 				case w == name:
 					next := ""
 					if j+1 < len(words) {

@@ -23,11 +23,13 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
+
+// podSpecPath is a pod's spec, the root of its findings' fields.
+var podSpecPath = field.NewPath("spec")
 
 // Rule is the host-network-endpoint rule.
 type Rule struct {
@@ -113,8 +115,7 @@ func (r *Rule) Evaluate(t policy.Target) ([]policy.Finding, bool) {
 	if !pod.Spec.HostNetwork || policy.Excluded(pod, t.NamespaceLabels) || policy.IsMirrorPod(pod) {
 		return nil, false
 	}
-	refs := r.referenceFindings(&pod.Spec, field.NewPath("spec"), pod.Namespace, t.Cluster,
-		func() refTarget { return r.podTarget(pod, t.Cluster) })
+	refs := r.referenceFindings(&pod.Spec, podSpecPath, pod.Namespace, t.Cluster, pod)
 	return append(r.rewrites(pod, t), refs...), true
 }
 
@@ -167,10 +168,7 @@ func (r *Rule) template(t policy.Target) ([]policy.Finding, bool) {
 	}
 	// A template whose pods read the endpoint from a ConfigMap: judged by
 	// the ConfigMap's value, as their pods are.
-	ns := t.Object.GetNamespace()
-	refs := r.referenceFindings(spec, specPath, ns, t.Cluster, func() refTarget {
-		return r.podTarget(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, Spec: *spec}, t.Cluster)
-	})
+	refs := r.referenceFindings(spec, specPath, t.Object.GetNamespace(), t.Cluster, nil)
 	return append(r.templateRewrites(spec, specPath, probe), refs...), true
 }
 

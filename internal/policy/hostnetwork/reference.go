@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
@@ -151,8 +152,10 @@ type refTarget struct {
 // referenceFindings returns one Advisory finding per container of spec
 // whose KUBERNETES_SERVICE_HOST comes by reference and is not the node-local
 // endpoint: none under override: Always, which rewrites them as values.
-// target is called at most once, when a finding needs it.
-func (r *Rule) referenceFindings(spec *corev1.PodSpec, specPath *field.Path, namespace string, cl policy.Cluster, target func() refTarget) []policy.Finding {
+// pod is the pod whose spec it is, nil for a template (the target is then
+// computed for a pod of the template, at most once, when a finding needs
+// it). No closure: the pod mutator's path allocates nothing more.
+func (r *Rule) referenceFindings(spec *corev1.PodSpec, specPath *field.Path, namespace string, cl policy.Cluster, pod *corev1.Pod) []policy.Finding {
 	if r.settings.Override == OverrideAlways {
 		return nil
 	}
@@ -169,7 +172,10 @@ func (r *Rule) referenceFindings(spec *corev1.PodSpec, specPath *field.Path, nam
 				continue
 			}
 			if tgt == nil {
-				t := target()
+				if pod == nil {
+					pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace}, Spec: *spec}
+				}
+				t := r.podTarget(pod, cl)
 				tgt = &t
 			}
 			msg, detail := r.referenceMessage(ref, *tgt)
