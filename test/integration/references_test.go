@@ -72,16 +72,7 @@ var _ = Describe("endpoints by reference", func() {
 		in := readFixture(filepath.Join(cniFixtures, "cilium-hostref.yaml"))
 		ds := in[0].(*appsv1.DaemonSet)
 		cm := in[2].(*corev1.ConfigMap)
-		for _, n := range readFixture(filepath.Join(cniFixtures, "nodes.yaml")) {
-			node := n.(*corev1.Node)
-			created := node.DeepCopy()
-			Expect(k8s.Create(ctx, created)).To(Succeed())
-			DeferCleanup(func(ctx context.Context) {
-				Expect(client.IgnoreNotFound(k8s.Delete(ctx, node.DeepCopy()))).To(Succeed())
-			})
-			created.Status = node.Status
-			Expect(k8s.Status().Update(ctx, created)).To(Succeed())
-		}
+		createCNINodes(ctx)
 		for _, obj := range []client.Object{cm, ds} {
 			Expect(k8s.Create(ctx, obj.DeepCopyObject().(client.Object))).To(Succeed())
 			DeferCleanup(func(ctx context.Context) {
@@ -131,16 +122,7 @@ var _ = Describe("endpoints by reference", func() {
 	})
 
 	It("warns at admission when a listed ConfigMap is written with one control-plane node's address", func(ctx context.Context) {
-		for _, n := range readFixture(filepath.Join(cniFixtures, "nodes.yaml")) {
-			node := n.(*corev1.Node)
-			created := node.DeepCopy()
-			Expect(k8s.Create(ctx, created)).To(Succeed())
-			DeferCleanup(func(ctx context.Context) {
-				Expect(client.IgnoreNotFound(k8s.Delete(ctx, node.DeepCopy()))).To(Succeed())
-			})
-			created.Status = node.Status
-			Expect(k8s.Status().Update(ctx, created)).To(Succeed())
-		}
+		createCNINodes(ctx)
 		cm := readFixture(filepath.Join(cniFixtures, "cilium-urls.yaml"))[0].(*corev1.ConfigMap)
 		warnedDuringDryRun(ctx, cm, "[control-plane-endpoint] data[k8s-api-server-urls]: k8s-api-server-urls in ConfigMap kube-system/cilium-config is https://10.98.0.12:6443")
 	})
@@ -162,6 +144,22 @@ var _ = Describe("endpoints by reference", func() {
 			"every ConfigMap of kube-system")
 	})
 })
+
+// createCNINodes creates the CNI fixtures' control-plane Nodes, their
+// addresses written as the kubelet does (status); deleted at cleanup.
+func createCNINodes(ctx context.Context) {
+	GinkgoHelper()
+	for _, n := range readFixture(filepath.Join(cniFixtures, "nodes.yaml")) {
+		node := n.(*corev1.Node)
+		created := node.DeepCopy()
+		Expect(k8s.Create(ctx, created)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) {
+			Expect(client.IgnoreNotFound(k8s.Delete(ctx, node.DeepCopy()))).To(Succeed())
+		})
+		created.Status = node.Status
+		Expect(k8s.Status().Update(ctx, created)).To(Succeed())
+	}
+}
 
 // readFixture reads a check fixture's objects, typed, in file order.
 func readFixture(path string) []client.Object {

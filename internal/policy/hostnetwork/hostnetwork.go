@@ -230,15 +230,24 @@ func (r *Rule) findings(pod *corev1.Pod, t target) []policy.Finding {
 	return r.specFindings(&pod.Spec, field.NewPath("spec"), t, nil)
 }
 
+// containerList is one of a pod spec's container lists, with its field
+// name and how messages name its containers.
+type containerList struct {
+	containers []corev1.Container
+	list, kind string
+}
+
+// containerLists are spec's container lists, init containers first.
+func containerLists(spec *corev1.PodSpec) [2]containerList {
+	return [2]containerList{{spec.InitContainers, "initContainers", "init container"}, {spec.Containers, "containers", "container"}}
+}
+
 // specFindings returns one finding per container of spec, at specPath,
 // that must change to point at t; only the containers only accepts, when
 // not nil.
 func (r *Rule) specFindings(spec *corev1.PodSpec, specPath *field.Path, t target, only func(*corev1.Container) bool) []policy.Finding {
 	var findings []policy.Finding
-	for _, l := range []struct {
-		containers []corev1.Container
-		list, kind string
-	}{{spec.InitContainers, "initContainers", "init container"}, {spec.Containers, "containers", "container"}} {
+	for _, l := range containerLists(spec) {
 		for i := range l.containers {
 			c := &l.containers[i]
 			if only != nil && !only(c) {

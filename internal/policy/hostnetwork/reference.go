@@ -161,10 +161,7 @@ func (r *Rule) referenceFindings(spec *corev1.PodSpec, specPath *field.Path, nam
 	}
 	var out []policy.Finding
 	var tgt *refTarget
-	for _, l := range []struct {
-		containers []corev1.Container
-		list, kind string
-	}{{spec.InitContainers, "initContainers", "init container"}, {spec.Containers, "containers", "container"}} {
+	for _, l := range containerLists(spec) {
 		for i := range l.containers {
 			c := &l.containers[i]
 			ref := hostReference(c, namespace, cl, specPath, l.list, i)
