@@ -8,12 +8,10 @@ SHELL := /usr/bin/env bash -o pipefail
 # Tools and the envtest control plane live in ./bin (gitignored).
 LOCALBIN ?= $(CURDIR)/bin
 # kube-apiserver and etcd versions come from the modules that build them.
-# A module's version in a go.mod: $(call gomod_version,<module>,<go.mod>).
-gomod_version = $(shell awk '$$1 == "$(1)" { print $$2; exit } $$1 == "require" && $$2 == "$(1)" { print $$3; exit }' $(2))
-K8S_VERSION  := $(call gomod_version,k8s.io/kubernetes,hack/envtest/kube-apiserver/go.mod)
+K8S_VERSION  := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" { print $$3 }' hack/envtest/kube-apiserver/go.mod)
 ETCD_VERSION := $(shell awk '$$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" { print $$3 }' hack/envtest/etcd/go.mod)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION:v%=%)-etcd-$(ETCD_VERSION:v%=%)
-KWOK_VERSION := $(call gomod_version,sigs.k8s.io/kwok,hack/envtest/kube-apiserver/go.mod)
+KWOK_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kwok" { print $$3 }' hack/sim/kwok/go.mod)
 # The simulated cluster's kube-controller-manager, kube-scheduler and kwok.
 SIM_ASSETS ?= $(LOCALBIN)/k8s/sim-$(K8S_VERSION:v%=%)-kwok-$(KWOK_VERSION:v%=%)
 # Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
@@ -64,15 +62,9 @@ vet: ## Check formatting and run go vet.
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 
-# golangci-lint type-checks the dependencies from the export data that go
-# list compiles. With make build's settings (static, -trimpath) that is the
-# build of make build, the image and the suites' server: make test compiles
-# the dependencies once for all of them (the tree has no cgo).
-LINT = CGO_ENABLED=0 GOFLAGS="$(GOFLAGS) -trimpath" $(GOLANGCI_LINT) run ./...
-
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the project's module.
-	$(LINT)
+	$(GOLANGCI_LINT) run ./...
 
 .PHONY: check-tracked-files
 check-tracked-files: ## Fail when git tracks a file over 1 MiB or an executable binary.
@@ -86,21 +78,14 @@ test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go ve
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
 # What make test does before the tests, two jobs at a time: the control
-# plane (kube-apiserver, kube-controller-manager, kube-scheduler and kwok in
-# one go build, etcd beside it), the tools, the server as make build builds
-# it and then the linter's run on what that compiled, and the
-# race-instrumented build of the module's packages. Each leaves a core idle
-# for long stretches (a link, one large package compiling alone).
-# docs/performance.md, "Cold build".
+# plane (kube-apiserver, kube-controller-manager and kube-scheduler in one
+# go build, etcd beside it; kwok after it, see sim), the tools, the linter
+# and its run, and the race-instrumented build of the module's packages.
+# Each leaves a core idle for long stretches (a link, one large package
+# compiling alone). docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
-	@$(MAKE) --no-print-directory -j2 envtest sim tools test-lint race-build
-
-# make lint after make build: run side by side, the two would each compile
-# the dependencies (the Go build cache does not share work in progress).
-.PHONY: test-lint
-test-lint: build $(GOLANGCI_LINT)
-	$(LINT)
+	@$(MAKE) --no-print-directory -j2 envtest sim tools lint race-build
 
 # race-build compiles the module's packages and their dependencies with
 # -race into the build cache, for go test -race to find.

@@ -88,10 +88,7 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 	}
 
 	bin := filepath.Join(dir, "endpoint-policy")
-	// As make build builds it (static, -trimpath), to reuse its compiled
-	// dependencies.
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/endpoint-policy")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/endpoint-policy")
 	build.Dir = repoRoot
 	out, err := build.CombinedOutput()
 	g.Expect(err).NotTo(gomega.HaveOccurred(), "go build: %s", out)

@@ -84,11 +84,7 @@ func goBuild(pkg string) string {
 	Expect(err).NotTo(HaveOccurred())
 	builtDirs.Store(dir, true)
 	bin := filepath.Join(dir, filepath.Base(pkg))
-	// As make build and the image build it (static, -trimpath): make
-	// test's test-deps has compiled that configuration (make build, and
-	// golangci-lint on its export data), the suites reuse it.
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Dir = filepath.Join("..", "..")
 	out, err := build.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "go build %s: %s", pkg, out)
