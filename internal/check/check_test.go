@@ -17,6 +17,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
 // verdict is one finding without its message.
@@ -490,5 +491,40 @@ func TestCNIFixtures(t *testing.T) {
 		if f.Name == "cilium" && f.Policy == hostnetwork.ID && !strings.Contains(f.Message, `add "kube-system/cilium-api-endpoint" to endpointConfigMaps`) {
 			t.Errorf("not listed: %s", f.Message)
 		}
+	}
+}
+
+// TestKubeVIP2026Fixtures: kube-vip's 2026 advisories on `kube-vip manifest
+// daemonset` output: each affected configuration denied once, by its
+// advisory; the fixed versions, workarounds and unaffected variants clean.
+func TestKubeVIP2026Fixtures(t *testing.T) {
+	in, err := check.Read([]string{"testdata/kube-vip-2026"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range check.Check(in, defaultEngine(t)).Findings {
+		if f.Policy != kubevip.ID || f.Action != policy.ActionDeny {
+			t.Errorf("%s/%s: %s %s: %s", f.Kind, f.Name, f.Policy, f.Action, f.Message)
+			continue
+		}
+		got[f.Name] += f.Message
+	}
+	want := map[string]string{
+		"kube-vip-1654": "kube-vip #1654",
+		"kube-vip-1655": "kube-vip #1655",
+		"kube-vip-1590": "kube-vip #1590",
+		"kube-vip-1747": "kube-vip #1747",
+	}
+	for name, ref := range want {
+		if strings.Count(got[name], "known bug") != 1 || !strings.Contains(got[name], "("+ref+", ") {
+			t.Errorf("%s: %q, want one finding of %s", name, got[name], ref)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("denied %d DaemonSets, want %d: %v", len(got), len(want), got)
+	}
+	if len(in.Objects) != 11 {
+		t.Errorf("read %d objects, want 11", len(in.Objects))
 	}
 }

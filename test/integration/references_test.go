@@ -19,6 +19,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/kubevip"
 )
 
 // cniFixtures are the CNI fixtures (internal/check/testdata/cni), each
@@ -172,3 +173,15 @@ func readFixture(path string) []client.Object {
 	}
 	return out
 }
+
+var _ = Describe("kube-vip's 2026 advisories", func() {
+	It("get the same verdicts from check, the audit and admission over kube-vip manifest daemonset output", func(ctx context.Context) {
+		cli := expectSameVerdicts(ctx, []string{filepath.Join("..", "..", "internal", "check", "testdata", "kube-vip-2026")})
+		Expect(cli).To(Equal(map[verdict]bool{
+			{"DaemonSet", "kube-system", "kube-vip-1654", kubevip.ID, policy.ActionDeny}: true,
+			{"DaemonSet", "kube-system", "kube-vip-1655", kubevip.ID, policy.ActionDeny}: true,
+			{"DaemonSet", "kube-system", "kube-vip-1590", kubevip.ID, policy.ActionDeny}: true,
+			{"DaemonSet", "kube-system", "kube-vip-1747", kubevip.ID, policy.ActionDeny}: true,
+		}), "the fixed versions, the workarounds and the unaffected variants are clean")
+	})
+})

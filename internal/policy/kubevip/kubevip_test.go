@@ -113,6 +113,11 @@ func TestNewRejectsMalformedAdvisories(t *testing.T) {
 		{Reference: "bad introduced", Introduced: "x", Fixed: "1.0.0"},
 		{Reference: "bad fixed", Introduced: "1.0.0", Fixed: "latest"},
 		{Reference: "empty range", Introduced: "1.0.0", Fixed: "1.0.0"},
+		{Reference: "no configuration", Introduced: "1.0.0", Fixed: "1.0.1"},
+		{Reference: "no fix and no last unaffected", Introduced: "1.0.0", When: [][]kubevip.Condition{{{Env: "a", Op: kubevip.True}}}},
+		{Reference: "equals without a value", Introduced: "1.0.0", Fixed: "1.0.1", When: [][]kubevip.Condition{{{Env: "a", Op: kubevip.Equals}}}},
+		{Reference: "an unknown image", Introduced: "1.0.0", Fixed: "1.0.1", When: [][]kubevip.Condition{{{Op: kubevip.Image, Value: "kube-vip-cloud-provider"}}}},
+		{Reference: "an unknown op", Introduced: "1.0.0", Fixed: "1.0.1", When: [][]kubevip.Condition{{{Env: "a", Op: "maybe"}}}},
 	} {
 		if _, err := kubevip.New([]kubevip.Advisory{a}); err == nil || !strings.Contains(err.Error(), a.Reference) {
 			t.Errorf("New(%+v) error = %v, want one naming the advisory", a, err)
@@ -122,7 +127,8 @@ func TestNewRejectsMalformedAdvisories(t *testing.T) {
 
 func TestAnotherAdvisoryIsATableRow(t *testing.T) {
 	rule, err := kubevip.New(append(kubevip.Advisories, kubevip.Advisory{
-		Reference: "example #1", Introduced: "0.9.2", Fixed: "0.9.4", Env: []string{"svc_enable"}, Problem: "p", Fix: "f",
+		Reference: "example #1", Introduced: "0.9.2", Fixed: "0.9.4", When: [][]kubevip.Condition{{{Env: "svc_enable", Op: kubevip.True}}},
+		Problem: "p", Fix: "f",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +186,7 @@ func TestRuleImagesAndAdvisories(t *testing.T) {
 			var got []string
 			for _, f := range findings {
 				for _, a := range kubevip.Advisories {
-					if strings.Contains(f.Message, "("+a.Reference+", "+a.Link+")") {
+					if strings.Contains(f.Message, "("+a.Reference+", "+a.Link+";") {
 						got = append(got, a.Reference)
 					}
 				}
