@@ -101,40 +101,62 @@ func (c Condition) validate() error {
 // repository repo. A value from a ConfigMap or Secret is unknown here: a
 // condition on it does not hold (the table never denies on a guess).
 func (c Condition) holds(ctr *corev1.Container, repo string) bool {
-	val, set, literal := envValue(ctr.Env, c.Env)
 	switch c.Op {
-	case True:
-		b, err := strconv.ParseBool(val)
-		return literal && err == nil && b
-	case NotTrue:
-		b, err := strconv.ParseBool(val)
-		return !set || (literal && (val == "" || (err == nil && !b)))
-	case Equals:
-		return literal && val == c.Value
-	case Unset:
-		return !set || (literal && val == "")
-	case HostName:
-		_, err := netip.ParseAddr(val)
-		return literal && val != "" && err != nil
-	case IPv4:
-		a, err := netip.ParseAddr(val)
-		return literal && err == nil && a.Is4()
 	case Image:
 		return imageVariant(repo) == c.Value
 	case Mounted:
-		path := c.Value
-		if set {
-			if !literal {
-				return false
-			}
-			if val != "" {
-				path = val
-			}
+		return c.mounted(ctr)
+	}
+	val, set, literal := envValue(ctr.Env, c.Env)
+	check, ok := envChecks[c.Op]
+	return ok && check(c, envState{val: val, set: set, literal: literal})
+}
+
+// envState is what a container says of one env var: its value, whether it
+// is set, and whether the value is literal (not valueFrom).
+type envState struct {
+	val          string
+	set, literal bool
+}
+
+// envChecks are the ops on one env var.
+var envChecks = map[Op]func(Condition, envState) bool{
+	True: func(_ Condition, e envState) bool {
+		b, err := strconv.ParseBool(e.val)
+		return e.literal && err == nil && b
+	},
+	NotTrue: func(_ Condition, e envState) bool {
+		b, err := strconv.ParseBool(e.val)
+		return !e.set || (e.literal && (e.val == "" || (err == nil && !b)))
+	},
+	Equals: func(c Condition, e envState) bool { return e.literal && e.val == c.Value },
+	Unset:  func(_ Condition, e envState) bool { return !e.set || (e.literal && e.val == "") },
+	HostName: func(_ Condition, e envState) bool {
+		_, err := netip.ParseAddr(e.val)
+		return e.literal && e.val != "" && err != nil
+	},
+	IPv4: func(_ Condition, e envState) bool {
+		a, err := netip.ParseAddr(e.val)
+		return e.literal && err == nil && a.Is4()
+	},
+}
+
+// mounted reports whether ctr mounts a file at the path c.Env names, or at
+// c.Value when it is unset; not when the path comes from a reference.
+func (c Condition) mounted(ctr *corev1.Container) bool {
+	val, set, literal := envValue(ctr.Env, c.Env)
+	path := c.Value
+	if set {
+		if !literal {
+			return false
 		}
-		for _, m := range ctr.VolumeMounts {
-			if m.MountPath == path {
-				return true
-			}
+		if val != "" {
+			path = val
+		}
+	}
+	for _, m := range ctr.VolumeMounts {
+		if m.MountPath == path {
+			return true
 		}
 	}
 	return false
