@@ -23,7 +23,6 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -289,20 +288,7 @@ func (a *Audit) watchKind(ctrl controller.TypedController[Key], kindName string,
 		for nn, cm := range a.configMaps {
 			h := enqueue
 			if a.endpoint.isEndpoint(nn) {
-				h = handler.TypedFuncs[client.Object, Key]{
-					CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
-						enqueue.Create(ctx, e, q)
-						a.askRecheck()
-					},
-					UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
-						enqueue.Update(ctx, e, q)
-						a.askRecheck()
-					},
-					DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
-						enqueue.Delete(ctx, e, q)
-						a.askRecheck()
-					},
-				}
+				h = a.rechecking(enqueue)
 			}
 			src := nonBlocking{source.TypedKind[client.Object, Key](cm.Cache, k.New(), h)}
 			if err := ctrl.Watch(src); err != nil {
@@ -315,32 +301,6 @@ func (a *Audit) watchKind(ctrl controller.TypedController[Key], kindName string,
 		return fmt.Errorf("%s: watching %s: %w", Name, k, err)
 	}
 	return nil
-}
-
-// configMapKeys are the keys of the ConfigMaps the audit reads.
-func (a *Audit) configMapKeys() []Key {
-	keys := make([]Key, 0, len(a.configMaps))
-	for nn := range a.configMaps {
-		keys = append(keys, Key{Kind: kinds.ConfigMap.GVK.Kind, NamespacedName: nn})
-	}
-	return keys
-}
-
-// askRecheck asks for every object to be audited again, once the initial
-// audit has begun (it waits for the ConfigMaps' caches, so their first
-// sync is in it): a change of an endpoint ConfigMap changes the verdicts
-// on the pods and workloads that read it, which the audit does not index.
-// Such changes are rare (a CNI's install or upgrade); several coalesce.
-func (a *Audit) askRecheck() {
-	select {
-	case <-a.seeded:
-	default:
-		return
-	}
-	select {
-	case a.recheck <- struct{}{}:
-	default:
-	}
 }
 
 // podPageSize is how many pods a sweep reads at a time, and about how many

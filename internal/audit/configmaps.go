@@ -11,8 +11,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 )
 
@@ -78,3 +83,49 @@ func (c *ConfigMaps) Listed(namespace, name string) bool {
 // isEndpoint reports whether nn is one of endpointConfigMaps, whose change
 // changes the verdicts on the pods and workloads that read it.
 func (c *ConfigMaps) isEndpoint(nn types.NamespacedName) bool { return c.endpoint[nn] }
+
+// configMapKeys are the keys of the ConfigMaps the audit reads.
+func (a *Audit) configMapKeys() []Key {
+	keys := make([]Key, 0, len(a.configMaps))
+	for nn := range a.configMaps {
+		keys = append(keys, Key{Kind: kinds.ConfigMap.GVK.Kind, NamespacedName: nn})
+	}
+	return keys
+}
+
+// askRecheck asks for every object to be audited again, once the initial
+// audit has begun (it waits for the ConfigMaps' caches, so their first
+// sync is in it): a change of an endpoint ConfigMap changes the verdicts
+// on the pods and workloads that read it, which the audit does not index.
+// Such changes are rare (a CNI's install or upgrade); several coalesce.
+func (a *Audit) askRecheck() {
+	select {
+	case <-a.seeded:
+	default:
+		return
+	}
+	select {
+	case a.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// rechecking is enqueue, and for each event a recheck (askRecheck): the
+// handler of an endpoint ConfigMap, whose change changes the verdicts on
+// the pods and workloads that read it.
+func (a *Audit) rechecking(enqueue handler.TypedEventHandler[client.Object, Key]) handler.TypedEventHandler[client.Object, Key] {
+	return handler.TypedFuncs[client.Object, Key]{
+		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
+			enqueue.Create(ctx, e, q)
+			a.askRecheck()
+		},
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
+			enqueue.Update(ctx, e, q)
+			a.askRecheck()
+		},
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[Key]) {
+			enqueue.Delete(ctx, e, q)
+			a.askRecheck()
+		},
+	}
+}
