@@ -84,14 +84,25 @@ func hostReference(c *corev1.Container, namespace string, cl policy.Cluster, spe
 			continue
 		}
 		at := at.Child("envFrom").Index(i)
+		var r reference
 		switch {
 		case src.ConfigMapRef != nil:
-			if r := lookupKey(cl, namespace, src.ConfigMapRef.Name, key, at); r.state != refNone {
-				return r
-			}
+			r = lookupKey(cl, namespace, src.ConfigMapRef.Name, key, at)
 		case src.SecretRef != nil:
-			return reference{state: refSecret, field: at,
+			r = reference{state: refSecret, field: at,
 				source: fmt.Sprintf("Secret %s/%s (envFrom%s)", namespace, src.SecretRef.Name, prefixNote(src.Prefix))}
+		}
+		if src.Prefix == "" && (r.state == refSecret || r.state == refNotListed) {
+			// An unprefixed envFrom of a Secret or of a ConfigMap the server
+			// may not read: whether it sets the variable is unknown, and
+			// most carry an application's settings, not the API endpoint.
+			// No verdict rather than a warning on every such pod; a prefix
+			// aimed at the variable (KUBERNETES_), or a configMapKeyRef, is
+			// reported.
+			return reference{state: refUnknown}
+		}
+		if r.state != refNone {
+			return r
 		}
 	}
 	return reference{}
