@@ -55,30 +55,45 @@ func hostReference(c *corev1.Container, namespace string, cl policy.Cluster, spe
 		return reference{} // most containers: no allocation
 	}
 	at := specPath.Child(list).Index(index)
-	for i := len(c.Env) - 1; i >= 0; i-- {
-		e := c.Env[i]
+	if r, ok := envReference(c.Env, namespace, cl, at); ok {
+		return r
+	}
+	return envFromReference(c.EnvFrom, namespace, cl, at)
+}
+
+// envReference resolves the last env entry of KUBERNETES_SERVICE_HOST; ok
+// is false when env has none (envFrom may set it).
+func envReference(env []corev1.EnvVar, namespace string, cl policy.Cluster, at *field.Path) (reference, bool) {
+	for i := len(env) - 1; i >= 0; i-- {
+		e := env[i]
 		if e.Name != EnvHost {
 			continue
 		}
 		vf := e.ValueFrom
 		switch {
 		case vf == nil:
-			return reference{}
+			return reference{}, true
 		case vf.ConfigMapKeyRef != nil:
 			ref := vf.ConfigMapKeyRef
 			r := lookupKey(cl, namespace, ref.Name, ref.Key, at.Child("env").Index(i).Child("valueFrom", "configMapKeyRef"))
 			if r.state == refNone {
 				r.state = refUnknown // no such key: the pod does not start, or (optional) has no host
 			}
-			return r
+			return r, true
 		case vf.SecretKeyRef != nil:
 			return reference{state: refSecret, field: at.Child("env").Index(i).Child("valueFrom", "secretKeyRef"),
-				source: fmt.Sprintf("Secret %s/%s key %q", namespace, vf.SecretKeyRef.Name, vf.SecretKeyRef.Key)}
+				source: fmt.Sprintf("Secret %s/%s key %q", namespace, vf.SecretKeyRef.Name, vf.SecretKeyRef.Key)}, true
 		}
-		return reference{}
+		return reference{}, true
 	}
-	for i := len(c.EnvFrom) - 1; i >= 0; i-- {
-		src := c.EnvFrom[i]
+	return reference{}, false
+}
+
+// envFromReference resolves KUBERNETES_SERVICE_HOST from the last envFrom
+// source (its prefix stripped) that has it.
+func envFromReference(sources []corev1.EnvFromSource, namespace string, cl policy.Cluster, at *field.Path) reference {
+	for i := len(sources) - 1; i >= 0; i-- {
+		src := sources[i]
 		key, ok := strings.CutPrefix(EnvHost, src.Prefix)
 		if !ok {
 			continue
