@@ -41,6 +41,25 @@ func TestDecideAndRespond(t *testing.T) {
 		wantDecisionsFor map[string]float64 // "policy/action" -> count
 	}{
 		{
+			name: "an advisory finding of a mutating rule warns in Enforce, never patches or denies",
+			results: []policy.Result{{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{
+				{Field: field.NewPath("spec", "env"), Message: "comes from ConfigMap a/b", Advisory: true}}}},
+			canDeny: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantWarnings:     []string{"[m] spec.env: comes from ConfigMap a/b"},
+			wantAudit:        map[string]string{"m": "[m] spec.env: comes from ConfigMap a/b"},
+			wantDecisionsFor: map[string]float64{"m/warn": 1},
+		},
+		{
+			name: "an advisory finding beside a change: the change is made, the advisory said",
+			results: []policy.Result{{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{
+				{Message: "set y", Patch: []jsonpatch.Operation{{Operation: "add", Path: "/spec/y", Value: "1"}}},
+				{Field: field.NewPath("spec", "env"), Message: "comes from ConfigMap a/b", Advisory: true}}}},
+			canDeny: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantPatch:        []jsonpatch.Operation{{Operation: "add", Path: "/spec/y", Value: "1"}},
+			wantWarnings:     []string{"[m] spec.env: comes from ConfigMap a/b"},
+			wantDecisionsFor: map[string]float64{"m/mutate": 1},
+		},
+		{
 			name:    "enforced violation denies",
 			results: []policy.Result{{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation}}},
 			canDeny: true, wantAllowed: false, wantCode: http.StatusForbidden,
