@@ -8,10 +8,12 @@ SHELL := /usr/bin/env bash -o pipefail
 # Tools and the envtest control plane live in ./bin (gitignored).
 LOCALBIN ?= $(CURDIR)/bin
 # kube-apiserver and etcd versions come from the modules that build them.
-K8S_VERSION  := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" { print $$3 }' hack/envtest/kube-apiserver/go.mod)
+# A module's version in a go.mod: $(call gomod_version,<module>,<go.mod>).
+gomod_version = $(shell awk '$$1 == "$(1)" { print $$2; exit } $$1 == "require" && $$2 == "$(1)" { print $$3; exit }' $(2))
+K8S_VERSION  := $(call gomod_version,k8s.io/kubernetes,hack/envtest/kube-apiserver/go.mod)
 ETCD_VERSION := $(shell awk '$$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" { print $$3 }' hack/envtest/etcd/go.mod)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION:v%=%)-etcd-$(ETCD_VERSION:v%=%)
-KWOK_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kwok" { print $$3 }' hack/sim/kwok/go.mod)
+KWOK_VERSION := $(call gomod_version,sigs.k8s.io/kwok,hack/envtest/kube-apiserver/go.mod)
 # The simulated cluster's kube-controller-manager, kube-scheduler and kwok.
 SIM_ASSETS ?= $(LOCALBIN)/k8s/sim-$(K8S_VERSION:v%=%)-kwok-$(KWOK_VERSION:v%=%)
 # Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
@@ -23,6 +25,11 @@ GOLANGCI_LINT_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/gol
 HELM_K8S_MINOR    := $(shell awk '$$1 == "k8s.io/client-go" { split($$2, v, "."); print v[2] }' hack/tools/helm/go.mod)
 HELM_LDFLAGS      := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	$(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
+# The tools and the control plane are linked with -s -w: no DWARF in the
+# binary. The compiler would still write it into every package's object
+# (about an eighth of k8s.io/api/core/v1's compile time, measured in
+# docs/performance.md "Cold build"): work the link throws away.
+TOOL_GCFLAGS := -gcflags=all=-dwarf=false
 HELM      ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 # Debian's where apt has it (any version that passes the alert tests),
@@ -80,11 +87,12 @@ test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go ve
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
 # What make test does before the tests, two jobs at a time: the control
-# plane (kube-apiserver, kube-controller-manager and kube-scheduler in one
-# go build, etcd beside it; kwok after it, see sim), the tools, the linter
-# and its run, and the race-instrumented build of the module's packages.
-# Each leaves a core idle for long stretches (a link, one large package
-# compiling alone). docs/performance.md, "Cold build".
+# plane (kube-apiserver, kube-controller-manager, kube-scheduler and kwok in
+# one go build, etcd beside it), the tools, the linter and its run, and the
+# race-instrumented build of the module's packages (which the suites' server
+# reuses: it is built with -race). Each leaves a core idle for long
+# stretches (a link, one large package compiling alone).
+# docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
 	@$(MAKE) --no-print-directory -j2 envtest sim tools lint race-build
@@ -147,7 +155,7 @@ bench-scale: envtest sim build ## endpoint-policy in a simulated cluster of SCAL
 	@echo "make bench-scale: report in $(BENCH_DIR)/scale.md"
 
 .PHONY: envtest
-envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd (and the simulated cluster's kube-controller-manager and kube-scheduler, in the same go build) from Go modules into bin/ (once).
+envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd (and the simulated cluster's kube-controller-manager, kube-scheduler and kwok, in the same go build) from Go modules into bin/ (once).
 
 $(ENVTEST_ASSETS)/kube-apiserver:
 	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)"
@@ -171,7 +179,7 @@ tools: $(HELM) $(KUSTOMIZE) $(PROMTOOL) ## Build the helm, kustomize and promtoo
 
 $(HELM):
 	@echo ">> building helm $(HELM_VERSION) from Go modules (first time only, ~2 min cold)"
-	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o "$@.tmp" helm.sh/helm/v3/cmd/helm
+	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath $(TOOL_GCFLAGS) -ldflags "$(HELM_LDFLAGS)" -o "$@.tmp" helm.sh/helm/v3/cmd/helm
 	mv "$@.tmp" "$@"
 
 # promtool checks and unit-tests the chart's alerts (test/chart/alerts_test.go)
@@ -183,12 +191,12 @@ $(PROMTOOL):
 
 $(GOLANGCI_LINT):
 	@echo ">> building golangci-lint $(GOLANGCI_LINT_VERSION) from Go modules (first time only, ~3 min cold)"
-	cd hack/tools/golangci-lint && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$@.tmp" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	cd hack/tools/golangci-lint && CGO_ENABLED=0 go build -trimpath $(TOOL_GCFLAGS) -ldflags "-s -w" -o "$@.tmp" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 	mv "$@.tmp" "$@"
 
 $(KUSTOMIZE):
 	@echo ">> building kustomize $(KUSTOMIZE_VERSION) from Go modules (first time only, ~1 min cold)"
-	cd hack/tools/kustomize && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$@.tmp" sigs.k8s.io/kustomize/kustomize/v5
+	cd hack/tools/kustomize && CGO_ENABLED=0 go build -trimpath $(TOOL_GCFLAGS) -ldflags "-s -w" -o "$@.tmp" sigs.k8s.io/kustomize/kustomize/v5
 	mv "$@.tmp" "$@"
 
 .PHONY: helm-lint

@@ -7,10 +7,11 @@
 # The binaries are built once into <output-dir> and reused afterwards; the
 # directory name carries the versions so that a version bump rebuilds.
 # The versions come from the go.mod files next to this script. With
-# <sim-output-dir>, kube-controller-manager and kube-scheduler (the
+# <sim-output-dir>, kube-controller-manager, kube-scheduler and kwok (the
 # simulated cluster's, hack/sim/build.sh) are built there in the same
-# `go build` as kube-apiserver: the packages the three share (most of
-# k8s.io/kubernetes) compile once, and their links run side by side.
+# `go build` as kube-apiserver: the packages the four share (most of
+# k8s.io/kubernetes and its libraries) compile once, and their links run
+# side by side.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,7 +36,8 @@ minor="${minor%%.*}"
 k8s=("${out}/kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver")
 if [[ -n "${sim_out}" ]]; then
   k8s+=("${sim_out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager"
-        "${sim_out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler")
+        "${sim_out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"
+        "${sim_out}/kwok=sigs.k8s.io/kwok/cmd/kwok")
 fi
 gobuilds "${here}/kube-apiserver" \
   "-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}" \

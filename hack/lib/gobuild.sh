@@ -38,7 +38,9 @@ gobuilds() {
   local start=${SECONDS} tmp i
   mkdir -p "$(dirname "${outs[0]}")"
   tmp="$(mktemp -d "$(dirname "${outs[0]}")/.build.XXXXXX")"
-  (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${tmp}/" "${pkgs[@]}")
+  # -dwarf=false: the binaries are linked without DWARF (-w), so the
+  # compiler's is work thrown away (the Makefile's TOOL_GCFLAGS).
+  (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -gcflags=all=-dwarf=false -ldflags "${ldflags}" -o "${tmp}/" "${pkgs[@]}")
   for i in "${!pkgs[@]}"; do
     mkdir -p "$(dirname "${outs[$i]}")"
     mv "${tmp}/$(binary_name "${pkgs[$i]}")" "${outs[$i]}"

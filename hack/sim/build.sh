@@ -2,8 +2,10 @@
 # Builds the simulated cluster's processes from Go modules (no container
 # engine, no downloads but the module proxy): kube-controller-manager and
 # kube-scheduler from k8s.io/kubernetes at the envtest kube-apiserver's
-# version (hack/envtest/kube-apiserver's module), and kwok from
-# sigs.k8s.io/kwok (hack/sim/kwok's module).
+# version, and kwok from sigs.k8s.io/kwok, all from
+# hack/envtest/kube-apiserver's module (kwok with the control plane's
+# Kubernetes libraries). make builds them in hack/envtest/build.sh's go
+# build; this builds what is missing and writes kwok's stages.
 #
 #   hack/sim/build.sh <output-dir>
 #
@@ -18,30 +20,23 @@ out="${1:?usage: build.sh <output-dir>}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
-k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "${k8s_module}/go.mod")"
+k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2 } $2 == "k8s.io/kubernetes" { print $3 }' "${k8s_module}/go.mod" | head -n1)"
 [[ -n "${k8s_version}" ]] || { echo "build.sh: cannot read the Kubernetes version" >&2; exit 1; }
 minor="${k8s_version#v1.}"
 minor="${minor%%.*}"
 k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
 
-build() { gobuild "${out}" "$@"; }
-
-# kwok (its own Kubernetes libraries) beside the Kubernetes build, which
-# make test has already done with kube-apiserver's (hack/envtest/build.sh
-# with this directory): the two share most packages.
-build kwok "${here}/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" &
-kwok_pid=$!
 gobuilds "${k8s_module}" "${k8s_ldflags}" \
   "${out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager" \
-  "${out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"
-wait "${kwok_pid}"
+  "${out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler" \
+  "${out}/kwok=sigs.k8s.io/kwok/cmd/kwok"
 
 # kwok needs its stages (what a fake kubelet does to Nodes and Pods) in its
 # configuration: kwok's own default stages of the same version, as kwokctl
 # bundles them: nodes initialized and heartbeating through Leases (their
 # status every 10 minutes, as a kubelet's every 5), pods Running and Ready.
 if [[ ! -s "${out}/kwok-stages.yaml" ]]; then
-  kwok_dir="$(cd "${here}/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+  kwok_dir="$(cd "${k8s_module}" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
   stages="${kwok_dir}/kustomize/stage"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do

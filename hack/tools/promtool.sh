@@ -27,5 +27,5 @@ if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
   echo ">> Debian's prometheus package is not available: building promtool from Go modules" >&2
 fi
 echo ">> building promtool from Go modules (first time only, ~2 min cold)" >&2
-(cd "${here}/promtool" && CGO_ENABLED=0 go build -tags remove_all_sd -trimpath -ldflags "-s -w" -o "${out}.tmp" github.com/prometheus/prometheus/cmd/promtool)
+(cd "${here}/promtool" && CGO_ENABLED=0 go build -tags remove_all_sd -trimpath -gcflags=all=-dwarf=false -ldflags "-s -w" -o "${out}.tmp" github.com/prometheus/prometheus/cmd/promtool)
 mv "${out}.tmp" "${out}"

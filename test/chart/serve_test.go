@@ -88,7 +88,8 @@ func (c *cluster) serveInstalled(t *testing.T, caBundle []byte) {
 	}
 
 	bin := filepath.Join(dir, "endpoint-policy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/endpoint-policy")
+	proctest.HaltOnRace(t)
+	build := exec.Command("go", proctest.GoBuild(true, "-o", bin, "./cmd/endpoint-policy")...)
 	build.Dir = repoRoot
 	out, err := build.CombinedOutput()
 	g.Expect(err).NotTo(gomega.HaveOccurred(), "go build: %s", out)

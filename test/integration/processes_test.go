@@ -32,6 +32,8 @@ import (
 	"k8s.io/client-go/util/keyutil"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/proctest"
 )
 
 // The fault specs run `endpoint-policy serve` as separate processes (so that
@@ -77,14 +79,15 @@ var _ = AfterSuite(func() {
 })
 
 // goBuild builds the main package pkg of the module into a temporary
-// directory and returns the binary's path.
+// directory and returns the binary's path: race-instrumented, except for the
+// benchmarks, which measure the binary users run (proctest.GoBuild).
 func goBuild(pkg string) string {
 	GinkgoHelper()
 	dir, err := os.MkdirTemp("", "endpoint-policy-it-")
 	Expect(err).NotTo(HaveOccurred())
 	builtDirs.Store(dir, true)
 	bin := filepath.Join(dir, filepath.Base(pkg))
-	build := exec.Command("go", "build", "-o", bin, pkg)
+	build := exec.Command("go", proctest.GoBuild(os.Getenv(BenchEnv) == "", "-o", bin, pkg)...)
 	build.Dir = filepath.Join("..", "..")
 	out, err := build.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "go build %s: %s", pkg, out)

@@ -41,10 +41,12 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 	"github.com/endpoint-policy/endpoint-policy/internal/server"
+	"github.com/endpoint-policy/endpoint-policy/internal/testing/proctest"
 	"github.com/endpoint-policy/endpoint-policy/internal/testing/warnings"
 )
 
 func TestIntegration(t *testing.T) {
+	proctest.HaltOnRace(t)
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "endpoint-policy integration (envtest)")
 }

@@ -67,3 +67,25 @@ func Ready(t testing.TB, url string, exited chan error, timeout time.Duration, w
 		return resp.StatusCode, nil
 	}, timeout, 100*time.Millisecond).Should(gomega.Equal(http.StatusOK), "%s never became ready", what)
 }
+
+// GoBuild returns the arguments of a `go build` of a binary the suites run
+// as a process: with -race when race is set (outside the benchmarks, which
+// measure the binary users run), so that the real process is checked for
+// data races under the suites' load, and so that it links from the
+// race-instrumented packages `make test` has compiled for go test -race
+// (make race-build) instead of compiling every dependency a second time
+// (docs/performance.md, "Cold build"). The process then stops at the first
+// race it detects (RaceEnv).
+func GoBuild(race bool, args ...string) []string {
+	if race {
+		return append([]string{"build", "-race"}, args...)
+	}
+	return append([]string{"build"}, args...)
+}
+
+// HaltOnRace makes the race-instrumented processes a test starts (they
+// inherit its environment) exit at their first data race, status 66 with the
+// report on stderr, instead of running on: the test then fails on it.
+func HaltOnRace(t testing.TB) {
+	t.Setenv("GORACE", "halt_on_error=1")
+}
