@@ -54,6 +54,15 @@ func TestCheckCommand(t *testing.T) {
 		{name: "unknown flag", args: []string{"--nope"}, wantCode: 2, wantStderr: []string{"flag provided but not defined: -nope"}},
 		{name: "bad --config", args: []string{"--config", checkdata + "clean/deployment.yml", "-f", checkdata + "clean"}, wantCode: 2,
 			wantStderr: []string{"--config:"}},
+		{name: "a live exemption: exempt, with its reason, exit 0", args: []string{"--config", checkdata + "exemptions/live.yaml", "-f", checkdata + "multi-doc.yaml"},
+			wantCode: 0, wantStdout: []string{"exempt", "kube-vip-ipvs-backends", "DaemonSet kube-system/kube-vip",
+				"exempted: upgrade to v0.8.10 in change CHG-4711 (until 2099-12-20T00:00:00Z);", "0 deny", "1 exempt"}},
+		{name: "an expired exemption: the deny is back", args: []string{"--config", checkdata + "exemptions/expired.yaml", "-f", checkdata + "multi-doc.yaml"},
+			wantCode: 1, wantStdout: []string{"deny", "kube-vip-ipvs-backends", "1 deny"}},
+		{name: "a misspelt policy in an exemption", args: []string{"--config", checkdata + "exemptions/misspelt.yaml", "-f", checkdata + "multi-doc.yaml"},
+			wantCode: 2, wantStderr: []string{`exemptions[0].policies[0]: Unsupported value: "kube-vip-ipvs-backend"`}},
+		{name: "an exemption without a reason", args: []string{"--config", checkdata + "exemptions/reasonless.yaml", "-f", checkdata + "multi-doc.yaml"},
+			wantCode: 2, wantStderr: []string{"exemptions[0].reason: Required value"}},
 		{name: "--node-fqdn without --emit-kubeadm-patches", args: []string{"--node-fqdn", "cp-1.example.com", "-f", checkdata + "clean"}, wantCode: 2,
 			wantStderr: []string{"go together"}},
 		{name: "--node-fqdn an IP", args: []string{"--emit-kubeadm-patches", t.TempDir(), "--node-fqdn", "10.0.0.1", "-f", checkdata + "clean"}, wantCode: 2,
@@ -125,6 +134,39 @@ func TestCheckJSONContract(t *testing.T) {
 		if got.Summary[k] != v {
 			t.Errorf("summary.%s = %d, want %d", k, got.Summary[k], v)
 		}
+	}
+}
+
+// TestCheckJSONExemption: an exempted finding's JSON names the exemption,
+// its reason and its expiry, and counts in summary.exempt.
+func TestCheckJSONExemption(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := checkCommand([]string{"-o", "json", "--config", checkdata + "exemptions/live.yaml", "-f", checkdata + "multi-doc.yaml"}, nil, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0; stderr: %s", code, stderr.String())
+	}
+	var got struct {
+		Findings []map[string]string `json:"findings"`
+		Summary  map[string]int      `json:"summary"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	var exempt map[string]string
+	for _, f := range got.Findings {
+		if f["action"] == "exempt" {
+			exempt = f
+		}
+	}
+	want := map[string]string{"policy": "kube-vip-ipvs-backends", "name": "kube-vip", "exemption": "kube-vip-upgrade",
+		"reason": "upgrade to v0.8.10 in change CHG-4711", "expires": "2099-12-20T00:00:00Z"}
+	for k, v := range want {
+		if exempt[k] != v {
+			t.Errorf("exempt finding: %s = %q, want %q (%v)", k, exempt[k], v, exempt)
+		}
+	}
+	if got.Summary["exempt"] != 1 || got.Summary["deny"] != 0 {
+		t.Errorf("summary = %v, want exempt 1, deny 0", got.Summary)
 	}
 }
 

@@ -129,6 +129,7 @@ type Audit struct {
 	announcedOwners announce.Set[types.UID, policy.ID, bool]
 	owners          *ownerEvents
 	seeded          chan struct{} // closed once announced and pending are loaded
+	exemptionState  exemptionWatch
 }
 
 // New creates the audit, its cache and its controller, and adds them to mgr

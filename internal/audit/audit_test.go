@@ -71,7 +71,7 @@ func TestStateAnnouncesEachViolationOnceAndCounts(t *testing.T) {
 		{"a new pod under the same name is announced", podKey("a", "x"), &objectRef{Kind: "Pod", Namespace: "a", Name: "x", UID: "new"}, []violation{v}, 1, 1},
 	}
 	for _, st := range steps {
-		added := s.set(st.key, st.ref, append([]violation(nil), st.violations...), 0)
+		added, _ := s.set(st.key, st.ref, append([]violation(nil), st.violations...), 0)
 		if len(added) != st.wantNew {
 			t.Errorf("%s: %d violations to announce, want %d", st.name, len(added), st.wantNew)
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,8 +19,9 @@ import (
 )
 
 // enqueueAll audits every object: once the cache has synced (the initial
-// audit, whose end reconciles the existing reports), then every interval and
-// after every configuration reload (a mode change changes every verdict).
+// audit, whose end reconciles the existing reports), then every interval,
+// after every configuration reload (a mode change changes every verdict) and
+// when an exemption expires.
 func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInterface[Key]) error {
 	go func() {
 		log := logf.FromContext(ctx).WithName(Name)
@@ -65,19 +67,7 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 			a.done(firstSweep)
 		}
 		go a.pods.run(ctx, enqueuePod, addPending, swept, a.resweep)
-		for {
-			changed := a.engine.Changed()
-			timer := time.NewTimer(a.Settings().Interval.Duration)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case <-changed:
-				timer.Stop()
-			case <-a.recheck:
-				timer.Stop()
-			case <-timer.C:
-			}
+		for a.next(ctx, log) {
 			for _, k := range a.keys(ctx) {
 				q.Add(k)
 			}
@@ -88,6 +78,29 @@ func (a *Audit) enqueueAll(ctx context.Context, q workqueue.TypedRateLimitingInt
 		}
 	}()
 	return nil
+}
+
+// next waits for the next reason to audit everything again: the interval,
+// a configuration reload, a recheck (an endpoint ConfigMap's change) or an
+// exemption's expiry. It returns false when ctx ends.
+func (a *Audit) next(ctx context.Context, log logr.Logger) bool {
+	changed := a.engine.Changed()
+	expiry, stopExpiry := a.exemptionsInForce(a.engine.Load())
+	timer := time.NewTimer(a.Settings().Interval.Duration)
+	defer timer.Stop()
+	defer stopExpiry()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-changed:
+	case <-a.recheck:
+	case <-timer.C:
+		a.logUnmatched(log)
+	case <-expiry:
+		// What it covered is a violation again, without a reload.
+		log.Info("An exemption expired: auditing again")
+	}
+	return true
 }
 
 // firstSweep is pending until the pod feed has listed every pod once.

@@ -52,7 +52,9 @@ func (a *Audit) Reconcile(ctx context.Context, k Key) (reconcile.Result, error) 
 	if owner := metav1.GetControllerOf(obj); owner != nil {
 		ref.OwnerAPIVersion, ref.OwnerKind, ref.OwnerName, ref.OwnerUID = owner.APIVersion, owner.Kind, owner.Name, owner.UID
 	}
-	a.announce(ctx, obj, ref, a.state.set(k, &ref, violations, passes))
+	added, lapsed := a.state.set(k, &ref, violations, passes)
+	a.announce(ctx, obj, ref, added)
+	a.announceLapsed(ctx, obj, lapsed)
 	return reconcile.Result{}, nil
 }
 
@@ -104,15 +106,20 @@ func (a *Audit) violations(obj client.Object, results []policy.Result) ([]violat
 		if f := r.Findings[0].Field; f != nil {
 			field = f.String()
 		}
+		message := r.Summary(policy.Would, maxMessagesPerResult, policy.MaxNoteBytes)
+		if r.Exemption != nil {
+			message = r.ExemptedSummary(policy.Would, maxMessagesPerResult, policy.MaxNoteBytes)
+		}
 		violations = append(violations, violation{
-			Policy:   r.Policy,
-			Mode:     r.Mode,
-			Action:   r.Action,
-			Rule:     findingRules(r.Findings),
-			Message:  r.Summary(policy.Would, maxMessagesPerResult, policy.MaxNoteBytes),
-			Since:    now,
-			Template: r.Findings[0].Template,
-			field:    field,
+			Policy:    r.Policy,
+			Mode:      r.Mode,
+			Action:    r.Action,
+			Rule:      findingRules(r.Findings),
+			Message:   message,
+			Since:     now,
+			Template:  r.Findings[0].Template,
+			Exemption: r.Exemption,
+			field:     field,
 		})
 	}
 	return violations, passes
@@ -123,6 +130,9 @@ func (a *Audit) violations(obj client.Object, results []policy.Result) ([]violat
 func (a *Audit) announce(ctx context.Context, obj client.Object, ref objectRef, added []violation) {
 	pod, _ := obj.(*corev1.Pod)
 	for _, v := range added {
+		if v.Exemption != nil {
+			continue // exempted: the exemption is the decision to live with it
+		}
 		if workload := podWorkload(ctx, a.cache, pod); workload != nil {
 			if !a.announcedOwners.Has(workload.UID, v.Policy, true) {
 				a.owners.add(ctx, workload, v.Policy, pod, v.Message)
@@ -200,6 +210,9 @@ type violation struct {
 	// (policy.Finding.Template), which admission changes: worth a warning,
 	// not a failure.
 	Template bool
+	// Exemption exempts it (Action is ActionExempt): a skip in the
+	// reports, not counted as a violation.
+	Exemption *policy.Exemption
 	// field is the first finding's field (the policy when it has none):
 	// the related object's fieldPath in the violation's Event.
 	field string
@@ -207,7 +220,15 @@ type violation struct {
 
 // same reports whether v and o are the same violation with the same verdict.
 func (v violation) same(o violation) bool {
-	return v.sameFinding(o) && v.Action == o.Action && v.Mode == o.Mode
+	return v.sameFinding(o) && v.Action == o.Action && v.Mode == o.Mode && v.exemptionName() == o.exemptionName()
+}
+
+// exemptionName is the name of the exemption of v, "" when none.
+func (v violation) exemptionName() string {
+	if v.Exemption == nil {
+		return ""
+	}
+	return v.Exemption.Name
 }
 
 // sameFinding reports whether v and o are the same finding of the same

@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -323,13 +321,6 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 	results := make([]any, 0, len(rows))
 	for _, r := range rows {
 		counts[r.outcome]++
-		properties := map[string]any{"action": string(r.action), "mode": string(r.mode)}
-		if r.count > 1 {
-			properties["objects"] = strconv.Itoa(r.count)
-		}
-		if len(r.names) > 0 {
-			properties["objectNames"] = policy.Shorten(strings.Join(r.names, ", "), policy.MaxNoteBytes)
-		}
 		res := map[string]any{
 			"policy":  string(r.policy),
 			"source":  managedBy,
@@ -340,7 +331,7 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 				"seconds": r.since.Unix(),
 				"nanos":   int64(0),
 			},
-			"properties": properties,
+			"properties": r.properties(),
 		}
 		if r.ref != (objectRef{}) {
 			res["resources"] = []any{r.ref.reference()}
@@ -363,12 +354,12 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 	}
 	if api.name == config.ReportAPIOpenReports {
 		// The report's own source, and the contract OpenReports has for a
-		// capped report: at most maxResults results, and only failures and
-		// warnings listed.
+		// capped report: at most maxResults results, and only failures,
+		// warnings and what exemptions skip listed.
 		u.Object["source"] = managedBy
 		u.Object["configuration"] = map[string]any{"limits": map[string]any{
 			"maxResults":   int64(limit),
-			"statusFilter": []any{"fail", "warn"},
+			"statusFilter": []any{"fail", "warn", "skip"},
 		}}
 	}
 	u.SetGroupVersionKind(api.kind(namespace))
@@ -382,8 +373,11 @@ func buildReport(api reportAPI, namespace string, entries []entry, limit int, pr
 // block or change is a failure, what it only warns about (a change it holds
 // back as unverified included) a warning, and so is a workload template
 // whose pods admission will change: the template is what to fix, nothing
-// runs wrong yet.
+// runs wrong yet. What an exemption covers is a skip, with its reason.
 func resultOf(v violation) string {
+	if v.Action == policy.ActionExempt {
+		return "skip"
+	}
 	if v.Template || v.Action == policy.ActionWarn || v.Action == policy.ActionUnverified {
 		return "warn"
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 type result struct {
 	policy   policy.ID
 	rule     string
-	outcome  string // fail or warn (resultOf)
+	outcome  string // fail, warn or skip (resultOf)
 	action   policy.Action
 	mode     policy.Mode
 	severity policy.Severity
@@ -35,6 +36,8 @@ type result struct {
 	names []string
 	// template: about a workload's pod template (violation.Template).
 	template bool
+	// exemption skips it (violation.Exemption).
+	exemption *policy.Exemption
 }
 
 // priorKey identifies a result across restarts: the object, the policy,
@@ -72,7 +75,8 @@ func reportResults(entries []entry, limit int, prior priorTimes) []result {
 		for _, v := range e.violations {
 			d, _ := registry.Lookup(v.Policy)
 			r := result{policy: v.Policy, rule: v.Rule, outcome: resultOf(v), action: v.Action, mode: v.Mode,
-				severity: d.Severity, category: d.Category, message: v.Message, since: v.Since, ref: e.ref, count: 1, template: v.Template}
+				severity: d.Severity, category: d.Category, message: v.Message, since: v.Since, ref: e.ref, count: 1, template: v.Template,
+				exemption: v.Exemption}
 			r.since = prior.since(r)
 			rows = append(rows, r)
 		}
@@ -89,10 +93,14 @@ func reportResults(entries []entry, limit int, prior priorTimes) []result {
 	return capPairs(rows, limit, prior)
 }
 
+// outcomeOrder lists failures first, then warnings, then what exemptions
+// skip.
+var outcomeOrder = map[string]int{"fail": 0, "warn": 1, "skip": 2}
+
 func sortResults(rows []result) {
 	slices.SortStableFunc(rows, func(a, b result) int {
 		return cmp.Or(
-			cmp.Compare(a.outcome, b.outcome), // "fail" < "warn"
+			cmp.Compare(outcomeOrder[a.outcome], outcomeOrder[b.outcome]),
 			cmp.Compare(a.policy, b.policy),
 			cmp.Compare(a.ref.Kind, b.ref.Kind),
 			cmp.Compare(a.ref.Name, b.ref.Name),
@@ -335,4 +343,24 @@ func (p priorTimes) add(report map[string]any) {
 			p[k] = t
 		}
 	}
+}
+
+// properties are r's report properties: what admission does and in which
+// mode, how many objects an aggregate counts and which, the exemption that
+// skips it and its expiry.
+func (r result) properties() map[string]any {
+	properties := map[string]any{"action": string(r.action), "mode": string(r.mode)}
+	if r.count > 1 {
+		properties["objects"] = strconv.Itoa(r.count)
+	}
+	if len(r.names) > 0 {
+		properties["objectNames"] = policy.Shorten(strings.Join(r.names, ", "), policy.MaxNoteBytes)
+	}
+	if x := r.exemption; x != nil {
+		properties["exemption"] = x.Name
+		if !x.Expires.IsZero() {
+			properties["expires"] = x.Expires.UTC().Format(time.RFC3339)
+		}
+	}
+	return properties
 }

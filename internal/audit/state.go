@@ -5,6 +5,7 @@ package audit
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -55,6 +56,12 @@ type state struct {
 	dirty       map[string]bool
 	retries     map[string]bool // reports that failed to write
 	wake        chan struct{}   // signalled when dirty gains a namespace
+
+	// matches counts the exempted violations by exemption name;
+	// exemptions are the names of those in force (setExemptions).
+	matches        map[string]int
+	exemptions     []string
+	matchesChanged bool
 }
 
 func newState(m *metrics.Recorder) *state {
@@ -65,13 +72,16 @@ func newState(m *metrics.Recorder) *state {
 		dirty:       map[string]bool{},
 		retries:     map[string]bool{},
 		wake:        make(chan struct{}, 1),
+		matches:     map[string]int{},
 	}
 }
 
 // set replaces k's violations and passes (ref nil: k is gone or not audited)
-// and returns the violations that are new, which deserve an Event. A
-// violation seen before keeps the time it was first seen.
-func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (added []violation) {
+// and returns the violations that are new, which deserve an Event, and the
+// exempted violations before whose exemption has expired since (lapsed),
+// which deserve one too. A violation seen before keeps the time it was
+// first seen.
+func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (added, lapsed []violation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.byNamespace[k.Namespace][k]
@@ -84,21 +94,39 @@ func (s *state) set(k Key, ref *objectRef, violations []violation, passes int) (
 	}
 	added = keepSince(violations, known)
 	if !changed(old, ref, violations, passes) {
-		return nil
+		return nil, nil
 	}
+	lapsed = expired(known, violations, time.Now())
 	for _, v := range before {
-		s.count(countKey{v.Policy, k.Namespace, k.Kind}, -1)
+		s.tally(k, v, -1)
 	}
 	for _, v := range violations {
-		s.count(countKey{v.Policy, k.Namespace, k.Kind}, +1)
+		s.tally(k, v, +1)
 	}
+	s.publishMatches()
 	s.store(k, ref, violations, passes)
 	s.dirty[k.Namespace] = true
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return added
+	return added, lapsed
+}
+
+// expired returns the violations of known that an exemption covered until
+// it expired (before now), whose policy still has a violation, no longer
+// exempted.
+func expired(known, violations []violation, now time.Time) []violation {
+	var out []violation
+	for _, o := range known {
+		if o.Exemption == nil || o.Exemption.Live(now) {
+			continue
+		}
+		if slices.ContainsFunc(violations, func(v violation) bool { return v.Policy == o.Policy && v.Exemption == nil }) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // keepSince gives each of violations seen among known the time it was first
@@ -139,6 +167,59 @@ func (s *state) store(k Key, ref *objectRef, violations []violation, passes int)
 		s.byNamespace[k.Namespace] = ns
 	}
 	ns[k] = &entry{ref: *ref, violations: violations, passes: passes}
+}
+
+// tally counts v for k: a violation in the violation gauge, an exempted
+// one in its exemption's matches.
+func (s *state) tally(k Key, v violation, delta int) {
+	if v.Exemption != nil {
+		s.matches[v.Exemption.Name] += delta
+		s.matchesChanged = true
+		return
+	}
+	s.count(countKey{v.Policy, k.Namespace, k.Kind}, delta)
+}
+
+// setExemptions says which exemptions the configuration in force has: their
+// matches are exported, 0 for one that matches nothing.
+func (s *state) setExemptions(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.exemptions = names
+	s.matchesChanged = true
+	s.publishMatches()
+}
+
+// unmatched returns the exemptions in force that exempt nothing now.
+func (s *state) unmatched() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, name := range s.exemptions {
+		if s.matches[name] <= 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// publishMatches exports the matches of the exemptions in force, when they
+// changed; s.mu is held.
+func (s *state) publishMatches() {
+	if !s.matchesChanged {
+		return
+	}
+	s.matchesChanged = false
+	out := make(map[string]int, len(s.exemptions))
+	for _, name := range s.exemptions {
+		out[name] = max(0, s.matches[name])
+	}
+	for name, n := range s.matches {
+		if n <= 0 {
+			delete(s.matches, name)
+		}
+	}
+	s.metrics.ExemptionMatches(out)
 }
 
 func (s *state) count(c countKey, delta int) {

@@ -8,6 +8,8 @@
 package check
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -27,6 +29,11 @@ type Finding struct {
 	Name      string        `json:"name"`
 	Source    string        `json:"source"`
 	Message   string        `json:"message"`
+	// Exemption, for action exempt: the exemption's name, its reason and
+	// its expiry (RFC 3339, empty for never).
+	Exemption string `json:"exemption,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Expires   string `json:"expires,omitempty"`
 }
 
 // Summary counts the objects read and the findings by action.
@@ -42,6 +49,9 @@ type Summary struct {
 	// Unverified counts changes admission makes only where the node agents
 	// verified the endpoint, which check cannot know (host: auto).
 	Unverified int `json:"unverified,omitempty"`
+	// Exempt counts findings an exemption covers: they never fail the
+	// check.
+	Exempt int `json:"exempt,omitempty"`
 }
 
 // Report is the outcome of a check. The JSON shape is a contract.
@@ -72,7 +82,7 @@ func Check(in *Input, engine *policy.Engine) Report {
 				continue
 			}
 			for _, f := range res.Findings {
-				r.Findings = append(r.Findings, Finding{
+				finding := Finding{
 					Policy:    res.Policy,
 					Action:    action,
 					Kind:      o.Object.GetObjectKind().GroupVersionKind().Kind,
@@ -81,8 +91,18 @@ func Check(in *Input, engine *policy.Engine) Report {
 					Source:    o.Source,
 					// Nothing is changed offline: a change is what would change.
 					Message: f.Text(policy.Would),
-				})
+				}
+				if x := res.Exemption; x != nil {
+					finding.Message = x.Text() + "; " + finding.Message
+					finding.Exemption, finding.Reason = x.Name, x.Reason
+					if !x.Expires.IsZero() {
+						finding.Expires = x.Expires.UTC().Format(time.RFC3339)
+					}
+				}
+				r.Findings = append(r.Findings, finding)
 				switch action {
+				case policy.ActionExempt:
+					r.Summary.Exempt++
 				case policy.ActionDeny:
 					r.Summary.Deny++
 				case policy.ActionWarn:

@@ -39,6 +39,9 @@ func (r Report) WriteTable(w io.Writer) error {
 	if s.Unverified > 0 {
 		unverified = fmt.Sprintf(", %d unverified", s.Unverified)
 	}
+	if s.Exempt > 0 {
+		unverified += fmt.Sprintf(", %d exempt", s.Exempt)
+	}
 	if s.SkippedPatches > 0 {
 		patches = fmt.Sprintf(", %d kubeadm patch files skipped", s.SkippedPatches)
 	}

@@ -31,6 +31,13 @@
 //	endpointConfigMaps:
 //	  - kube-system/cilium-config
 //	  - calico-system/kubernetes-services-endpoint
+//	exemptions:
+//	  - policies: [kube-vip-ipvs-backends]
+//	    namespace: kube-system
+//	    kinds: [DaemonSet]
+//	    names: [kube-vip]
+//	    reason: upgrade to v0.8.10 in change CHG-4711
+//	    expires: "2026-12-20T00:00:00Z"
 //
 // Every field is optional except apiVersion and kind; what is left out keeps
 // its built-in default. Unknown fields, unknown policy IDs and invalid values
@@ -74,6 +81,9 @@ type PolicyConfiguration struct {
 	// grants get, list and watch on exactly these. Read at start: changing
 	// it takes a restart.
 	EndpointConfigMaps []string `json:"endpointConfigMaps"`
+	// Exemptions let policies' findings on the objects they match stand,
+	// each for a reason and until its expiry (exemptions.go).
+	Exemptions []Exemption `json:"exemptions,omitempty"`
 }
 
 // DefaultEndpointConfigMaps are endpointConfigMaps' default: where Calico

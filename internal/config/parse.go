@@ -26,7 +26,8 @@ type file struct {
 	Policies   map[string]json.RawMessage `json:"policies,omitempty"`
 	Audit      Audit                      `json:"audit,omitzero"`
 	// EndpointConfigMaps: null or left out keeps the default; [] lists none.
-	EndpointConfigMaps *[]string `json:"endpointConfigMaps"`
+	EndpointConfigMaps *[]string   `json:"endpointConfigMaps"`
+	Exemptions         []Exemption `json:"exemptions,omitempty"`
 }
 
 // Parse decodes a configuration file (YAML or JSON) strictly onto the
@@ -48,6 +49,9 @@ func Parse(data []byte) (*PolicyConfiguration, error) {
 		return nil, err
 	}
 	cfg.APIVersion, cfg.Kind, cfg.Mode, cfg.Audit = f.APIVersion, f.Kind, f.Mode, f.Audit
+	if len(f.Exemptions) > 0 {
+		cfg.Exemptions = f.Exemptions
+	}
 	if f.EndpointConfigMaps != nil {
 		cfg.EndpointConfigMaps = *f.EndpointConfigMaps
 		if cfg.EndpointConfigMaps == nil {

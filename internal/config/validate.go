@@ -52,6 +52,7 @@ func (c *PolicyConfiguration) Validate() field.ErrorList {
 			[]ReportAPI{ReportAPIAuto, ReportAPIWGPolicy, ReportAPIOpenReports}))
 	}
 	errs = append(errs, validateEndpointConfigMaps(field.NewPath(policy.EndpointConfigMapsSetting), c.EndpointConfigMaps)...)
+	errs = append(errs, validateExemptions(field.NewPath("exemptions"), c.Exemptions)...)
 	return errs
 }
 
@@ -116,7 +117,11 @@ func (c *PolicyConfiguration) Engine() (*policy.Engine, error) {
 		}
 		rules = append(rules, r)
 	}
-	return policy.NewEngine(rules, c.Modes())
+	e, err := policy.NewEngine(rules, c.Modes())
+	if err != nil {
+		return nil, err
+	}
+	return e.Exempting(c.EngineExemptions(), time.Now), nil
 }
 
 // RestartRequired returns the settings whose change from running takes a

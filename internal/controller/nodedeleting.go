@@ -251,6 +251,9 @@ func (r *NodeDeleting) Reconcile(ctx context.Context, req reconcile.Request) (re
 			delete(annotated, key)
 			r.metrics.NodeDeletingAnnotation(metrics.AnnotationRemove)
 			r.event(pod, node, ReasonNodeDeletingCancelled, "RemoveAnnotations", note)
+		case res.Exemption != nil:
+			// Exempted: left as it is; the audit reports it as skipped.
+			continue
 		case res.Mode == policy.Enforce:
 			if err := r.patch(ctx, pod, f.Annotations, nil); err != nil {
 				errs = append(errs, err)

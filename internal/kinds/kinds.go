@@ -97,3 +97,40 @@ func (k Kind) Decode(raw []byte) (client.Object, error) {
 	}
 	return obj, nil
 }
+
+// Of returns the kind of obj's Go type, if the policies read it: typed
+// objects from an informer cache carry no kind of their own.
+func Of(obj client.Object) (Kind, bool) {
+	switch obj.(type) {
+	case *corev1.Pod:
+		return Pod, true
+	case *appsv1.Deployment:
+		return Deployment, true
+	case *appsv1.StatefulSet:
+		return StatefulSet, true
+	case *appsv1.DaemonSet:
+		return DaemonSet, true
+	case *appsv1.ReplicaSet:
+		return ReplicaSet, true
+	case *batchv1.Job:
+		return Job, true
+	case *batchv1.CronJob:
+		return CronJob, true
+	case *corev1.ConfigMap:
+		return ConfigMap, true
+	case *corev1.Node:
+		return Node, true
+	case *corev1.Namespace:
+		return Namespace, true
+	}
+	return Kind{}, false
+}
+
+// Names returns the Kind names of ks ("Pod", "DaemonSet", ...).
+func Names(ks []Kind) []string {
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = k.GVK.Kind
+	}
+	return out
+}

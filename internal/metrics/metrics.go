@@ -38,6 +38,8 @@ type Recorder struct {
 	endpointNodes       *prometheus.GaugeVec
 	policyMode          *prometheus.GaugeVec
 	webhookDrift        *prometheus.GaugeVec
+	exemptionExpiry     *prometheus.GaugeVec
+	exemptionMatches    *prometheus.GaugeVec
 }
 
 // NewRecorder creates the metrics and registers them with reg.
@@ -45,7 +47,7 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 	r := &Recorder{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "endpoint_policy_admission_decisions_total",
-			Help: "Admission decisions by policy and action (mutate, deny, warn, allow).",
+			Help: "Admission decisions by policy and action (mutate, deny, warn, unverified, exempt, allow).",
 		}, []string{"policy", "action"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "endpoint_policy_config_reloads_total",
@@ -84,7 +86,21 @@ func NewRecorder(reg prometheus.Registerer) (*Recorder, error) {
 		Name: "endpoint_policy_webhook_configuration_drift",
 		Help: "1 when a field of one of endpoint-policy's webhooks differs from what was installed (namespaceSelector, objectSelector, matchConditions, rules, failurePolicy, timeoutSeconds; caBundle: it does not verify the serving certificate; webhook: the webhook or its configuration is gone), 0 when it matches (reported by the leader).",
 	}, []string{"webhook", "field"})
+	r.exemptionExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "endpoint_policy_exemption_expiry_timestamp_seconds",
+		Help: "When each exemption of the configuration in force stops applying (Unix time), by exemption (its name, or exemptions[<index>]) and policy (* for every policy); no series for an exemption without an expiry.",
+	}, []string{"exemption", "policy"})
+	r.exemptionMatches = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "endpoint_policy_exemption_matches",
+		Help: "Objects' policy results each exemption of the configuration in force currently exempts, as the background audit last saw them: 0 for an exemption that matches nothing, a stale entry (reported by the leader).",
+	}, []string{"exemption"})
 	var err error
+	if r.exemptionExpiry, err = register(reg, r.exemptionExpiry); err != nil {
+		return nil, err
+	}
+	if r.exemptionMatches, err = register(reg, r.exemptionMatches); err != nil {
+		return nil, err
+	}
 	if r.webhookDrift, err = register(reg, r.webhookDrift); err != nil {
 		return nil, err
 	}
@@ -153,6 +169,30 @@ func (r *Recorder) PolicyModes(modes map[policy.ID]policy.Mode) {
 			}
 		}
 		r.policyMode.WithLabelValues(string(id), string(mode)).Set(1)
+	}
+}
+
+// Exemptions sets endpoint_policy_exemption_expiry_timestamp_seconds to the
+// expiries of the exemptions in force: a series per exemption with an
+// expiry and policy it covers, the others removed.
+func (r *Recorder) Exemptions(exemptions []*policy.Exemption) {
+	r.exemptionExpiry.Reset()
+	for _, x := range exemptions {
+		if x.Expires.IsZero() {
+			continue
+		}
+		for _, id := range x.Policies {
+			r.exemptionExpiry.WithLabelValues(x.Name, string(id)).Set(float64(x.Expires.UnixMilli()) / 1000)
+		}
+	}
+}
+
+// ExemptionMatches sets the matches of each exemption in matches, and
+// removes the series of any other.
+func (r *Recorder) ExemptionMatches(matches map[string]int) {
+	r.exemptionMatches.Reset()
+	for name, n := range matches {
+		r.exemptionMatches.WithLabelValues(name).Set(float64(n))
 	}
 }
 

@@ -48,6 +48,9 @@ type MutationMeta struct {
 	Namespace    string            `json:"namespace"`
 	Labels       map[string]string `json:"labels"`
 	Annotations  map[string]string `json:"annotations"`
+	// OwnerReferences: an exemption of a pod's workload covers the pod
+	// (Exemption.Matches).
+	OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
 }
 
 // MutationContainer is a container as the Mutating rules read it.
@@ -118,7 +121,7 @@ func (m *MutationPod) Pod() (*corev1.Pod, error) {
 	pod := &corev1.Pod{}
 	if md := m.Metadata; md != nil {
 		pod.Name, pod.GenerateName, pod.Namespace = md.Name, md.GenerateName, md.Namespace
-		pod.Labels, pod.Annotations = md.Labels, md.Annotations
+		pod.Labels, pod.Annotations, pod.OwnerReferences = md.Labels, md.Annotations, md.OwnerReferences
 	}
 	pod.Spec.HostNetwork, pod.Spec.NodeName = m.Spec.HostNetwork, m.Spec.NodeName
 	pod.Spec.NodeSelector, pod.Spec.Tolerations = m.Spec.NodeSelector, m.Spec.Tolerations
@@ -162,6 +165,12 @@ func (m *MutationPod) DeepCopyObject() runtime.Object {
 	if md := m.Metadata; md != nil {
 		c := *md
 		c.Labels, c.Annotations = maps.Clone(md.Labels), maps.Clone(md.Annotations)
+		if md.OwnerReferences != nil {
+			c.OwnerReferences = make([]metav1.OwnerReference, len(md.OwnerReferences))
+			for i := range md.OwnerReferences {
+				md.OwnerReferences[i].DeepCopyInto(&c.OwnerReferences[i])
+			}
+		}
 		out.Metadata = &c
 	}
 	out.Spec.HostNetwork, out.Spec.NodeName = m.Spec.HostNetwork, m.Spec.NodeName

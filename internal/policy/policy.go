@@ -12,6 +12,7 @@ package policy
 
 import (
 	"fmt"
+	"time"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -180,13 +181,18 @@ type Result struct {
 	Policy   ID
 	Mode     Mode
 	Findings []Finding
+	// Exemption, when set, exempts the findings (Engine.Exempting): the
+	// result's action is ActionExempt.
+	Exemption *Exemption
 }
 
 // Engine evaluates a fixed set of rules, each in its effective mode. An Engine
 // is immutable and safe for concurrent use; a configuration change builds a
 // new one (see Store).
 type Engine struct {
-	rules []modedRule
+	rules      []modedRule
+	exemptions []*Exemption
+	now        func() time.Time
 }
 
 type modedRule struct {
@@ -198,7 +204,7 @@ type modedRule struct {
 // with no mode, or a mode that is not valid, is an error: the caller (the
 // configuration) must have decided.
 func NewEngine(rules []Rule, modes map[ID]Mode) (*Engine, error) {
-	e := &Engine{}
+	e := &Engine{now: time.Now}
 	seen := map[ID]bool{}
 	for _, r := range rules {
 		id := r.ID()
@@ -244,7 +250,9 @@ func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
 		if !applies {
 			return Result{}, false
 		}
-		return Result{Policy: id, Mode: r.mode, Findings: findings}, true
+		res := Result{Policy: id, Mode: r.mode, Findings: findings}
+		e.exempt(&res, t.Object)
+		return res, true
 	}
 	return Result{}, false
 }
@@ -259,7 +267,9 @@ func (e *Engine) evaluate(t Target, include func(Effect) bool) []Result {
 		if !applies {
 			continue
 		}
-		results = append(results, Result{Policy: r.ID(), Mode: r.mode, Findings: findings})
+		res := Result{Policy: r.ID(), Mode: r.mode, Findings: findings}
+		e.exempt(&res, t.Object)
+		results = append(results, res)
 	}
 	return results
 }
@@ -294,6 +304,10 @@ const (
 	// could not prove it safe (Finding.Unverified), in either mode: the
 	// object is admitted unchanged with a warning.
 	ActionUnverified Action = "unverified"
+	// ActionExempt: an exemption covers the findings (Result.Exemption), in
+	// either mode: admitted unchanged with a warning that gives its reason,
+	// a skip in the audit's reports.
+	ActionExempt Action = "exempt"
 )
 
 // Action returns what admission does with r. mayDeny is false for objects
@@ -302,6 +316,8 @@ func (r Result) Action(mayDeny bool) Action {
 	switch {
 	case len(r.Findings) == 0:
 		return ActionAllow
+	case r.Exemption != nil:
+		return ActionExempt
 	case r.Findings[0].Unverified:
 		return ActionUnverified
 	case r.Mode == Enforce && (r.Findings[0].Mutates() || r.Findings[0].Template):

@@ -195,6 +195,10 @@ func TestResultAction(t *testing.T) {
 		{"change in Enforce", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{change}}, true, policy.ActionMutate},
 		{"change in Enforce on a mirror pod", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{change}}, false, policy.ActionMutate},
 		{"change in Audit", policy.Result{Mode: policy.Audit, Findings: []policy.Finding{change}}, true, policy.ActionWarn},
+		{"exempted violation in Enforce", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{violation}, Exemption: &policy.Exemption{}}, true, policy.ActionExempt},
+		{"exempted change in Enforce", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{change}, Exemption: &policy.Exemption{}}, true, policy.ActionExempt},
+		{"exempted, held back", policy.Result{Mode: policy.Enforce, Findings: []policy.Finding{{Message: "m", Unverified: true}}, Exemption: &policy.Exemption{}}, true, policy.ActionExempt},
+		{"exempted violation in Audit", policy.Result{Mode: policy.Audit, Findings: []policy.Finding{violation}, Exemption: &policy.Exemption{}}, true, policy.ActionExempt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -55,6 +55,25 @@ func (r Result) Advisories() Result {
 	return out
 }
 
+// Exempted renders an exempted result (r.Exemption set) as admission warns
+// about it: "[<policy-id>] exempted: <reason> (until <expires>)".
+func (r Result) Exempted() string {
+	return fmt.Sprintf("[%s] %s", r.Policy, r.Exemption.Text())
+}
+
+// ExemptedSummary renders an exempted result as one message of at most
+// maxBytes, for an audit annotation or a report's result: Exempted, then
+// what the exemption lets stand, as Summary says it ("[<policy-id>]
+// exempted: <reason> (until <expires>); would set ...").
+func (r Result) ExemptedSummary(verb string, maxFindings, maxBytes int) string {
+	head := r.Exempted() + "; "
+	prefix := fmt.Sprintf("[%s] ", r.Policy)
+	if len(head) >= maxBytes {
+		return Shorten(r.Exempted(), maxBytes)
+	}
+	return head + strings.TrimPrefix(r.Summary(verb, maxFindings, maxBytes-len(head)+len(prefix)), prefix)
+}
+
 // Shorten cuts s to at most n bytes at a word boundary (a UTF-8 boundary
 // when one word is longer than half of n), marking the cut with "…": report
 // viewers and Events show a sentence that ends, not one cut mid-word.

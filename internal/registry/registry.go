@@ -35,3 +35,12 @@ func Lookup(id policy.ID) (policy.Descriptor, bool) {
 	}
 	return policy.Descriptor{}, false
 }
+
+// IDs returns every policy's ID, in Policies' order.
+func IDs() []policy.ID {
+	out := make([]policy.ID, len(Policies))
+	for i, d := range Policies {
+		out[i] = d.ID
+	}
+	return out
+}

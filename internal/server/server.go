@@ -97,6 +97,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	rec.PolicyModes(s.cfg.Modes())
+	recordExemptions(s.engine.Load(), rec, log)
 	// The manager runs on its own context, cancelled only once the drain is
 	// over.
 	mgrCtx, stopManager := context.WithCancel(context.WithoutCancel(ctx))

@@ -134,6 +134,7 @@ func (s *Server) setupReload(mgr manager.Manager, aud *audit.Audit, rec *metrics
 		aud.SetSettings(c.Audit)
 		s.engine.Swap(e)
 		rec.PolicyModes(c.Modes())
+		recordExemptions(e, rec, log)
 		return nil
 	}
 	w := config.NewWatcher(s.opts.ConfigFile, s.raw, s.opts.ConfigPollInterval, log.WithName("config"), apply, rec.ConfigReload)
@@ -141,6 +142,19 @@ func (s *Server) setupReload(mgr manager.Manager, aud *audit.Audit, rec *metrics
 		return fmt.Errorf("adding configuration watcher: %w", err)
 	}
 	return nil
+}
+
+// recordExemptions exports the expiries of e's exemptions, and logs those
+// already expired: they apply to nothing and are stale entries.
+func recordExemptions(e *policy.Engine, rec *metrics.Recorder, log logr.Logger) {
+	rec.Exemptions(e.Exemptions())
+	now := time.Now()
+	for _, x := range e.Exemptions() {
+		if !x.Live(now) {
+			log.Info("Exemption expired: it no longer applies; remove it from the configuration",
+				"exemption", x.Name, "policies", x.Policies, "expired", x.Expires.UTC().Format(time.RFC3339), "reason", x.Reason)
+		}
+	}
 }
 
 // setupHealth: alive while the process answers; ready once the webhook's

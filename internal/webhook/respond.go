@@ -61,19 +61,29 @@ func decide(verdicts []policy.Verdict, rec *metrics.Recorder) decision {
 		case policy.ActionDeny:
 			d.denials = append(d.denials, r.Messages("", maxMessagesPerPolicy)...)
 			d.causes = append(d.causes, r.Causes(maxMessagesPerPolicy)...)
+		case policy.ActionExempt:
+			// Neither denied nor changed: the warning gives the reason, the
+			// audit log what the exemption let through.
+			d.warnings = append(d.warnings, r.Exempted())
+			d.auditAnnotation(r.Policy, r.ExemptedSummary(policy.Would, maxMessagesPerPolicy, policy.MaxNoteBytes))
 		default:
 			msgs := r.Messages(policy.Would, maxMessagesPerPolicy)
 			d.warnings = append(d.warnings, msgs...)
-			if d.auditAnnotations == nil {
-				d.auditAnnotations = map[string]string{}
-			}
-			// The API server records this as "<webhook name>/<policy id>";
-			// every webhook's name ends in ".endpoint-policy.io".
-			d.auditAnnotations[string(r.Policy)] = strings.Join(msgs, "; ")
+			d.auditAnnotation(r.Policy, strings.Join(msgs, "; "))
 		}
 		rec.Decision(r.Policy, r.Action)
 	}
 	return d
+}
+
+// auditAnnotation sets the policy's audit annotation. The API server
+// records it as "<webhook name>/<policy id>"; every webhook's name ends in
+// ".endpoint-policy.io".
+func (d *decision) auditAnnotation(id policy.ID, value string) {
+	if d.auditAnnotations == nil {
+		d.auditAnnotations = map[string]string{}
+	}
+	d.auditAnnotations[string(id)] = value
 }
 
 // annotationsAt says what the object has of metadata.annotations, which

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,28 @@ func TestDecideAndRespond(t *testing.T) {
 			wantPatch:        []jsonpatch.Operation{{Operation: "add", Path: "/spec/y", Value: "1"}},
 			wantWarnings:     []string{"[m] spec.env: comes from ConfigMap a/b"},
 			wantDecisionsFor: map[string]float64{"m/mutate": 1},
+		},
+		{
+			name: "an exempted violation in Enforce warns with the reason and is not denied",
+			results: []policy.Result{{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation},
+				Exemption: &policy.Exemption{Name: "exemptions[0]", Reason: "CHG-4711", Expires: time.Date(2026, 12, 20, 0, 0, 0, 0, time.UTC)}}},
+			canDeny: true, wantAllowed: true, wantCode: http.StatusOK,
+			wantWarnings:     []string{"[v] exempted: CHG-4711 (until 2026-12-20T00:00:00Z)"},
+			wantAudit:        map[string]string{"v": "[v] exempted: CHG-4711 (until 2026-12-20T00:00:00Z); spec.x: x is wrong"},
+			wantDecisionsFor: map[string]float64{"v/exempt": 1},
+		},
+		{
+			name: "an exempted change is not made; another policy's denial stands",
+			results: []policy.Result{
+				{Policy: "m", Mode: policy.Enforce, Findings: []policy.Finding{mutation}, Exemption: &policy.Exemption{Name: "x", Reason: "static by design"}},
+				{Policy: "v", Mode: policy.Enforce, Findings: []policy.Finding{violation}},
+			},
+			canDeny: true, wantAllowed: false, wantCode: http.StatusForbidden,
+			wantMessage:      "[v] spec.x: x is wrong",
+			wantCauses:       []metav1.StatusCause{{Type: "FieldValueForbidden", Field: "spec.x", Message: "[v] x is wrong"}},
+			wantWarnings:     []string{"[m] exempted: static by design"},
+			wantAudit:        map[string]string{"m": "[m] exempted: static by design; would set y"},
+			wantDecisionsFor: map[string]float64{"m/exempt": 1, "v/deny": 1},
 		},
 		{
 			name:    "enforced violation denies",

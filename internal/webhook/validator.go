@@ -89,24 +89,26 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 		results = append(results, engine.EvaluateEffect(target, policy.Mutating)...)
 	}
 	mayDeny := policy.MayDeny(obj)
-	d := decide(policy.Verdicts(obj, results), v.metrics)
+	verdicts := policy.Verdicts(obj, results)
+	d := decide(verdicts, v.metrics)
 	if len(d.denials) > 0 {
 		logf.FromContext(ctx).Info("Denied", "violations", d.denials)
 	} else if !mayDeny && !isDryRun(req) {
-		v.record(obj, results)
+		v.record(obj, verdicts)
 	}
 	return d.response(noAnnotations) // validation never patches
 }
 
 // record puts an Event per policy with violations on a pod that may not be
 // denied (a mirror pod, a controller's pod): its creator (the kubelet, a
-// controller) is the only one to see the warnings.
-func (v *Validator) record(obj client.Object, results []policy.Result) {
+// controller) is the only one to see the warnings. An exempted result has
+// none: the exemption is the decision to live with it.
+func (v *Validator) record(obj client.Object, verdicts []policy.Verdict) {
 	if v.events == nil || obj.GetUID() == "" {
 		return
 	}
-	for _, r := range results {
-		if len(r.Findings) == 0 {
+	for _, r := range verdicts {
+		if r.Action == policy.ActionAllow || r.Action == policy.ActionExempt {
 			continue
 		}
 		note := r.Summary("", maxMessagesPerPolicy, policy.MaxNoteBytes)

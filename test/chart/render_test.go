@@ -309,6 +309,34 @@ func TestEndpointConfigMapsValues(t *testing.T) {
 	}
 }
 
+// TestExemptionsValues: config.exemptions reaches the server's
+// configuration as written; the schema refuses what the server would
+// (no reason, an unknown policy, a time that is not RFC 3339), before a
+// ConfigMap the server would refuse is installed.
+func TestExemptionsValues(t *testing.T) {
+	m := render(t, "--set-json", `config.exemptions=[{"policies":["kube-vip-ipvs-backends"],"namespace":"kube-system","kinds":["DaemonSet"],`+
+		`"names":["kube-vip"],"selector":{"matchLabels":{"tier":"control-plane"}},"reason":"upgrade to v0.8.10 in change CHG-4711","expires":"2026-12-20T00:00:00Z"}]`)
+	d, c := deployment(t, m, release)
+	got := loadConfig(t, m, d, c).EngineExemptions()
+	if len(got) != 1 || got[0].Name != "exemptions[0]" || got[0].Reason != "upgrade to v0.8.10 in change CHG-4711" ||
+		got[0].Expires.Format(time.RFC3339) != "2026-12-20T00:00:00Z" || got[0].Selector.String() != "tier=control-plane" {
+		t.Errorf("exemptions = %+v", got)
+	}
+	for name, value := range map[string]string{
+		"no reason":         `[{"policies":["kube-vip-ipvs-backends"],"namespace":"kube-system"}]`,
+		"unknown policy":    `[{"policies":["kube-vip"],"namespace":"kube-system","reason":"r"}]`,
+		"not RFC 3339":      `[{"policies":["*"],"namespace":"kube-system","reason":"r","expires":"next week"}]`,
+		"unknown field":     `[{"policies":["*"],"namespace":"kube-system","reason":"r","expiry":"2026-12-20T00:00:00Z"}]`,
+		"unknown kind":      `[{"policies":["*"],"kinds":["Secret"],"reason":"r"}]`,
+		"misspelt selector": `[{"policies":["*"],"selector":{"matchLabel":{"a":"b"}},"reason":"r"}]`,
+	} {
+		args := []string{"template", release, chartDir, "--namespace", namespace, "--set-json", "config.exemptions=" + value}
+		if out, err := helm(t, "", args...); err == nil || !strings.Contains(out+err.Error(), "exemptions") {
+			t.Errorf("%s: helm template accepted %s (%v)", name, value, err)
+		}
+	}
+}
+
 // TestWorkloadsWebhookSeesCNIsOnlyFailingOpen: the workloads webhook gets
 // the hostNetwork templates whose endpoint host-network-endpoint judges (a
 // CNI's DaemonSet) only while it fails open: failing closed, a webhook that

@@ -250,7 +250,7 @@ var _ = Describe("background audit", func() {
 		Expect(r.Object).To(HaveKeyWithValue("source", "endpoint-policy"))
 		Expect(r.Object).To(HaveKeyWithValue("configuration", HaveKeyWithValue("limits", SatisfyAll(
 			HaveKeyWithValue("maxResults", BeNumerically("==", 100)),
-			HaveKeyWithValue("statusFilter", ConsistOf("fail", "warn"))))))
+			HaveKeyWithValue("statusFilter", ConsistOf("fail", "warn", "skip"))))))
 
 		By("nothing changes, so no audit round rewrites the reports")
 		versions := func() ([]string, error) {
