@@ -13,6 +13,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
+	"github.com/endpoint-policy/endpoint-policy/internal/version"
 )
 
 // Exit codes of the check command.
@@ -55,9 +56,12 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	}
 	in.EndpointConfigMaps = cfg.EndpointConfigMapNames()
 	report := check.Check(in, engine)
-	if f.output == "json" {
+	switch f.output {
+	case "json":
 		err = report.WriteJSON(stdout)
-	} else {
+	case "sarif":
+		err = report.WriteSARIF(stdout, check.Tool{Version: version.Get().Version})
+	default:
 		err = report.WriteTable(stdout)
 	}
 	if err != nil {
@@ -97,7 +101,7 @@ func parseCheckFlags(args []string, stderr io.Writer) (checkFlags, error) {
 	fs := flag.NewFlagSet("endpoint-policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: endpoint-policy check -f PATH [-f PATH ...] [-o table|json] [--config FILE] [--strict]
+		fmt.Fprint(fs.Output(), `Usage: endpoint-policy check -f PATH [-f PATH ...] [-o table|json|sarif] [--config FILE] [--strict]
                             [--static-pods] [--emit-kubeadm-patches DIR --node-fqdn NAME]
 
 Evaluates every policy on manifests, offline, and reports what admission would do:
@@ -105,15 +109,18 @@ deny, warn or mutate. PATH is a file, a directory (recursively: *.yaml, *.yml, *
 *.manifest; kubeadm patch files under a patches directory are skipped) or - for standard input. Objects given together stand in for the cluster (Nodes,
 other kube-apiserver manifests).
 
-Exit codes: 0 no deny finding, 1 at least one deny finding (--strict: or warn),
-2 usage or input error (the verdicts on everything readable are still printed).
+-o sarif writes SARIF 2.1.0 for code scanning (GitHub's upload-sarif): each finding on the
+line of its field in the file as given.
+
+Exit codes, whatever the format: 0 no deny finding, 1 at least one deny finding (--strict:
+or warn), 2 usage or input error (the verdicts on everything readable are still printed).
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	fs.Var(&f.files, "f", "File, directory or - (standard input) to check; repeatable.")
-	fs.StringVar(&f.output, "o", "table", "Output format: table or json.")
+	fs.StringVar(&f.output, "o", "table", "Output format: table, json or sarif (SARIF 2.1.0, for code scanning).")
 	fs.StringVar(&f.configFile, "config", "", "Policy configuration file (PolicyConfiguration); built-in defaults when not set.")
 	fs.BoolVar(&f.strict, "strict", false, "Exit 1 on warn findings too.")
 	fs.StringVar(&f.patchDir, "emit-kubeadm-patches", "",
@@ -138,8 +145,8 @@ func (f checkFlags) validate() error {
 	switch {
 	case len(f.files) == 0:
 		return errors.New("-f: Required value: give at least one file, directory or - for standard input")
-	case f.output != "table" && f.output != "json":
-		return fmt.Errorf("-o %q: must be table or json", f.output)
+	case f.output != "table" && f.output != "json" && f.output != "sarif":
+		return fmt.Errorf("-o %q: must be table, json or sarif", f.output)
 	case (f.patchDir == "") != (f.nodeFQDN == ""):
 		return errors.New("--emit-kubeadm-patches and --node-fqdn go together")
 	case f.nodeFQDN == "":

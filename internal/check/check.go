@@ -34,6 +34,12 @@ type Finding struct {
 	Exemption string `json:"exemption,omitempty"`
 	Reason    string `json:"reason,omitempty"`
 	Expires   string `json:"expires,omitempty"`
+
+	// Field is the offending field ("spec.containers[0].image"), "" when
+	// the finding names none; object is where it was read: for SARIF's
+	// locations, not in the JSON contract.
+	Field  string  `json:"-"`
+	object *Object `json:"-"`
 }
 
 // Summary counts the objects read and the findings by action.
@@ -68,7 +74,8 @@ func Check(in *Input, engine *policy.Engine) Report {
 	}
 	cluster := newFileCluster(in.Objects, listed)
 	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped, SkippedPatches: in.SkippedPatches}}
-	for _, o := range in.Objects {
+	for i := range in.Objects {
+		o := &in.Objects[i]
 		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
 		for _, res := range policy.Verdicts(o.Object, engine.Evaluate(t)) {
 			action := res.Action
@@ -91,6 +98,10 @@ func Check(in *Input, engine *policy.Engine) Report {
 					Source:    o.Source,
 					// Nothing is changed offline: a change is what would change.
 					Message: f.Text(policy.Would),
+					object:  o,
+				}
+				if f.Field != nil {
+					finding.Field = f.Field.String()
 				}
 				if x := res.Exemption; x != nil {
 					finding.Message = x.Text() + "; " + finding.Message

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,17 @@ type Object struct {
 	// StaticPod: a pod read as a static pod (Options.StaticPods, or a
 	// directory named manifests), evaluated as its mirror pod.
 	StaticPod bool
+	// File is the path the object was read from, as given ("-": standard
+	// input), and Line the line its document starts on (1: the first).
+	File string
+	Line int
+
+	// doc is the YAML (or JSON) text of its document, and items the
+	// indexes of the object in the document's List (and Lists in it),
+	// none for a document that is the object: where a finding's field is
+	// (FieldLine).
+	doc   []byte
+	items []int
 }
 
 // Input is everything read from the paths given.
@@ -226,12 +238,13 @@ func (in *Input) readStream(name string, r io.Reader, staticPods bool) []error {
 			continue // an empty document, or only comments
 		}
 		objects := len(in.Objects)
-		if err := in.add(source, js); err != nil {
+		if err := in.add(source, js, nil); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", source, err))
 		}
-		if staticPods {
-			for i := range in.Objects[objects:] {
-				o := &in.Objects[objects+i]
+		for i := range in.Objects[objects:] {
+			o := &in.Objects[objects+i]
+			o.File, o.Line, o.doc = name, doc.line, doc.body
+			if staticPods {
 				o.StaticPod = asMirrorPod(o.Object)
 			}
 		}
@@ -315,7 +328,8 @@ func fileLines(msg string, start int) string {
 
 // add decodes one JSON document: an object of a kind the policies read, a
 // raw kubeadm configuration, a List of them, or something else (skipped).
-func (in *Input) add(source string, js []byte) error {
+// items are the indexes of js in the Lists of its document.
+func (in *Input) add(source string, js []byte, items []int) error {
 	meta, gvk, err := typeOf(js)
 	if err != nil {
 		return err
@@ -325,7 +339,7 @@ func (in *Input) add(source string, js []byte) error {
 		if err != nil {
 			return err
 		}
-		in.Objects = append(in.Objects, Object{Source: source, Object: obj})
+		in.Objects = append(in.Objects, Object{Source: source, Object: obj, items: items})
 		return nil
 	}
 	if kubeadmKinds[gvk] {
@@ -333,12 +347,12 @@ func (in *Input) add(source string, js []byte) error {
 		if err := u.UnmarshalJSON(js); err != nil {
 			return fmt.Errorf("cannot decode %s %s: %w", meta.APIVersion, meta.Kind, err)
 		}
-		in.Objects = append(in.Objects, Object{Source: source, Object: u})
+		in.Objects = append(in.Objects, Object{Source: source, Object: u, items: items})
 		return nil
 	}
 	if strings.HasSuffix(meta.Kind, "List") && meta.Items != nil {
 		for i, item := range meta.Items {
-			if err := in.add(source, item); err != nil {
+			if err := in.add(source, item, append(slices.Clone(items), i)); err != nil {
 				return fmt.Errorf("items[%d]: %w", i, err)
 			}
 		}
