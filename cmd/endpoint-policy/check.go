@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,7 +9,10 @@ import (
 	"net/netip"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/check"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
@@ -47,24 +51,17 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	if err != nil {
 		return errorf("--config: %v", err)
 	}
-	// A document that cannot be read fails the check (exit 2), but the
-	// verdicts on everything else are still given: one bad file must not
-	// hide a deny.
-	in, readErr := check.ReadWith(f.files, stdin, check.Options{StaticPods: f.staticPods})
-	for _, w := range in.Warnings {
-		fmt.Fprintf(stderr, "endpoint-policy check: warning: %s\n", w)
+	var in *check.Input
+	var report check.Report
+	var readErr error
+	if f.cluster {
+		if in, report, err = checkCluster(f, cfg, engine, stderr); err != nil {
+			return errorf("--cluster: %v", err)
+		}
+	} else {
+		in, report, readErr = checkFiles(f, cfg, engine, stdin, stderr)
 	}
-	in.EndpointConfigMaps = cfg.EndpointConfigMapNames()
-	report := check.Check(in, engine)
-	switch f.output {
-	case "json":
-		err = report.WriteJSON(stdout)
-	case "sarif":
-		err = report.WriteSARIF(stdout, check.Tool{Version: version.Get().Version})
-	default:
-		err = report.WriteTable(stdout)
-	}
-	if err != nil {
+	if err := writeReport(report, f.output, stdout); err != nil {
 		return errorf("writing the report: %v", err)
 	}
 	if readErr != nil {
@@ -81,6 +78,30 @@ func checkCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	return checkPass
 }
 
+// checkFiles evaluates the configuration (cfg, engine) on the files of f.
+// A document that cannot be read fails the check (readErr, exit 2), but
+// the verdicts on everything else are still given: one bad file must not
+// hide a deny.
+func checkFiles(f checkFlags, cfg *config.PolicyConfiguration, engine *policy.Engine, stdin io.Reader, stderr io.Writer) (*check.Input, check.Report, error) {
+	in, readErr := check.ReadWith(f.files, stdin, check.Options{StaticPods: f.staticPods})
+	for _, w := range in.Warnings {
+		fmt.Fprintf(stderr, "endpoint-policy check: warning: %s\n", w)
+	}
+	in.EndpointConfigMaps = cfg.EndpointConfigMapNames()
+	return in, check.Check(in, engine), readErr
+}
+
+// writeReport writes report in format: table, json or sarif.
+func writeReport(report check.Report, format string, stdout io.Writer) error {
+	switch format {
+	case "json":
+		return report.WriteJSON(stdout)
+	case "sarif":
+		return report.WriteSARIF(stdout, check.Tool{Version: version.Get().Version})
+	}
+	return report.WriteTable(stdout)
+}
+
 // checkFlags are the check command's flags.
 type checkFlags struct {
 	files      stringList
@@ -90,6 +111,49 @@ type checkFlags struct {
 	patchDir   string
 	nodeFQDN   string
 	staticPods bool
+
+	// check --cluster: what-if against a live cluster.
+	cluster      bool
+	kubeconfig   string
+	context      string
+	namespace    string
+	serverConfig string
+}
+
+// checkCluster evaluates the candidate configuration (cfg, engine) on what
+// the policies read in the cluster of the kubeconfig, with its
+// credentials, and compares the verdicts with the configuration in force
+// when the server's ConfigMap is readable.
+func checkCluster(f checkFlags, cfg *config.PolicyConfiguration, engine *policy.Engine, stderr io.Writer) (*check.Input, check.Report, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.kubeconfig
+	restConfig, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: f.context}).ClientConfig()
+	if err != nil {
+		return nil, check.Report{}, fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	c, err := client.New(restConfig, client.Options{})
+	if err != nil {
+		return nil, check.Report{}, err
+	}
+	ctx := context.Background()
+	in, err := check.ReadCluster(ctx, c, check.ClusterOptions{Namespace: f.namespace, EndpointConfigMaps: cfg.EndpointConfigMapNames(), Progress: stderr})
+	if err != nil {
+		return nil, check.Report{}, err
+	}
+	report := check.Check(in, engine)
+	report.CountPolicies()
+	ns, name, _ := strings.Cut(f.serverConfig, "/")
+	inForce, err := check.ConfigInForce(ctx, c, types.NamespacedName{Namespace: ns, Name: name})
+	if err != nil {
+		fmt.Fprintf(stderr, "endpoint-policy check: the configuration in force is not compared: %v\n", err)
+		return in, report, nil
+	}
+	e, err := inForce.Engine()
+	if err != nil {
+		return nil, check.Report{}, fmt.Errorf("the configuration in force (%s): %w", f.serverConfig, err)
+	}
+	report.Compare(check.Check(in, e), f.serverConfig)
+	return in, report, nil
 }
 
 // errFlagsParsed: the flag package refused the command line and said why.
@@ -103,11 +167,18 @@ func parseCheckFlags(args []string, stderr io.Writer) (checkFlags, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: endpoint-policy check -f PATH [-f PATH ...] [-o table|json|sarif] [--config FILE] [--strict]
                             [--static-pods] [--emit-kubeadm-patches DIR --node-fqdn NAME]
+       endpoint-policy check --cluster [--kubeconfig K] [--context C] --config CANDIDATE
+                            [-o table|json|sarif] [--namespace NS] [--server-config NS/NAME]
 
 Evaluates every policy on manifests, offline, and reports what admission would do:
 deny, warn or mutate. PATH is a file, a directory (recursively: *.yaml, *.yml, *.json,
 *.manifest; kubeadm patch files under a patches directory are skipped) or - for standard input. Objects given together stand in for the cluster (Nodes,
 other kube-apiserver manifests).
+
+--cluster evaluates the candidate configuration on what runs now (the hostNetwork pods, the
+workloads, the ConfigMaps the policies read, Nodes, the node agents' Leases), read with the
+kubeconfig's credentials, and says per policy what it finds and what changes against the
+configuration in force (the server's ConfigMap, when readable).
 
 -o sarif writes SARIF 2.1.0 for code scanning (GitHub's upload-sarif): each finding on the
 line of its field in the file as given.
@@ -120,6 +191,13 @@ Flags:
 		fs.PrintDefaults()
 	}
 	fs.Var(&f.files, "f", "File, directory or - (standard input) to check; repeatable.")
+	fs.BoolVar(&f.cluster, "cluster", false,
+		"What-if: evaluate --config (the candidate) on what runs in the cluster of --kubeconfig, with its credentials (get and list, read-only), instead of files.")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "With --cluster: the kubeconfig (default: $KUBECONFIG, else ~/.kube/config).")
+	fs.StringVar(&f.context, "context", "", "With --cluster: the kubeconfig context (default: its current one).")
+	fs.StringVar(&f.namespace, "namespace", "endpoint-policy", "With --cluster: the server's namespace, where the node agents' Leases are.")
+	fs.StringVar(&f.serverConfig, "server-config", "endpoint-policy/endpoint-policy-config",
+		"With --cluster: the server's ConfigMap (namespace/name, key config.yaml): the configuration in force, which the candidate's verdicts are compared with when it is readable.")
 	fs.StringVar(&f.output, "o", "table", "Output format: table, json or sarif (SARIF 2.1.0, for code scanning).")
 	fs.StringVar(&f.configFile, "config", "", "Policy configuration file (PolicyConfiguration); built-in defaults when not set.")
 	fs.BoolVar(&f.strict, "strict", false, "Exit 1 on warn findings too.")
@@ -142,9 +220,12 @@ Flags:
 
 // validate checks the flags together.
 func (f checkFlags) validate() error {
+	if err := f.validateCluster(); err != nil {
+		return err
+	}
 	switch {
-	case len(f.files) == 0:
-		return errors.New("-f: Required value: give at least one file, directory or - for standard input")
+	case len(f.files) == 0 && !f.cluster:
+		return errors.New("-f: Required value: give at least one file, directory or - for standard input (or --cluster)")
 	case f.output != "table" && f.output != "json" && f.output != "sarif":
 		return fmt.Errorf("-o %q: must be table, json or sarif", f.output)
 	case (f.patchDir == "") != (f.nodeFQDN == ""):
@@ -157,6 +238,28 @@ func (f checkFlags) validate() error {
 	}
 	if errs := validation.IsDNS1123Subdomain(f.nodeFQDN); len(errs) > 0 {
 		return fmt.Errorf("--node-fqdn %q: %s", f.nodeFQDN, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// validateCluster checks --cluster's flags: files or a cluster, not both;
+// the cluster's flags only with it.
+func (f checkFlags) validateCluster() error {
+	if !f.cluster {
+		if f.kubeconfig != "" || f.context != "" {
+			return errors.New("--kubeconfig and --context go with --cluster")
+		}
+		return nil
+	}
+	switch ns, name, ok := strings.Cut(f.serverConfig, "/"); {
+	case len(f.files) > 0:
+		return errors.New("--cluster and -f do not go together: check files, or what runs in the cluster")
+	case f.patchDir != "" || f.staticPods:
+		return errors.New("--emit-kubeadm-patches and --static-pods are for files, not --cluster")
+	case !ok || ns == "" || name == "":
+		return fmt.Errorf("--server-config %q: must be namespace/name", f.serverConfig)
+	case f.namespace == "":
+		return errors.New("--namespace: Required value: the server's namespace, where the node agents' Leases are")
 	}
 	return nil
 }

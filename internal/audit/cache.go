@@ -4,7 +4,6 @@ package audit
 
 import (
 	"context"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
 )
@@ -111,12 +110,12 @@ func slim(obj any) (any, error) {
 		w.Status = appsv1.DaemonSetStatus{}
 	case *appsv1.ReplicaSet:
 		w.Status = appsv1.ReplicaSetStatus{}
-		if ownedTemplate(w) {
+		if policy.OwnedTemplate(w) {
 			w.Spec.Template = corev1.PodTemplateSpec{}
 		}
 	case *batchv1.Job:
 		w.Status = batchv1.JobStatus{}
-		if ownedTemplate(w) {
+		if policy.OwnedTemplate(w) {
 			w.Spec.Template = corev1.PodTemplateSpec{}
 		}
 	case *batchv1.CronJob:
@@ -153,23 +152,6 @@ func slimPodSpec(s *corev1.PodSpec) {
 		}
 	}
 	s.EphemeralContainers = nil
-}
-
-// ownedTemplate reports a ReplicaSet owned by a Deployment or a Job owned by
-// a CronJob: its template is its owner's, which the audit reports; its pods
-// are audited as pods.
-func ownedTemplate(obj client.Object) bool {
-	ref := metav1.GetControllerOf(obj)
-	if ref == nil {
-		return false
-	}
-	switch obj.(type) {
-	case *appsv1.ReplicaSet:
-		return ref.Kind == "Deployment" && strings.HasPrefix(ref.APIVersion, "apps/")
-	case *batchv1.Job:
-		return ref.Kind == "CronJob" && strings.HasPrefix(ref.APIVersion, "batch/")
-	}
-	return false
 }
 
 // configMapSyncTimeout bounds how long the audit waits for a ConfigMap's

@@ -54,7 +54,7 @@ func podWorkload(ctx context.Context, r client.Reader, pod *corev1.Pod) *corev1.
 	if owner == nil || r.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, owner) != nil {
 		return out
 	}
-	if top := metav1.GetControllerOf(owner); top != nil && ownedTemplate(owner) {
+	if top := metav1.GetControllerOf(owner); top != nil && policy.OwnedTemplate(owner) {
 		return &corev1.ObjectReference{APIVersion: top.APIVersion, Kind: top.Kind, Namespace: pod.Namespace, Name: top.Name, UID: top.UID}
 	}
 	return out

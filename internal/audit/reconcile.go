@@ -81,7 +81,7 @@ func (a *Audit) object(ctx context.Context, k Key, kind kinds.Kind) (client.Obje
 		return nil, nil
 	case err != nil:
 		return nil, err
-	case ownedTemplate(obj):
+	case policy.OwnedTemplate(obj):
 		a.state.set(k, nil, nil, 0)
 		return nil, nil
 	}

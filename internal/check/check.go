@@ -17,6 +17,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/cpendpoint"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 )
 
 // Finding is one finding of one policy on one object, with what admission
@@ -64,6 +65,13 @@ type Summary struct {
 type Report struct {
 	Findings []Finding `json:"findings"`
 	Summary  Summary   `json:"summary"`
+	// Policies counts each policy's findings by action (check --cluster).
+	Policies map[policy.ID]map[policy.Action]int `json:"policies,omitempty"`
+	// InForce names the configuration the verdicts were compared with
+	// (check --cluster, the server's ConfigMap, when readable), and
+	// Changes are the verdicts that differ under the candidate.
+	InForce string   `json:"inForce,omitempty"`
+	Changes []Change `json:"changes,omitempty"`
 }
 
 // Check evaluates every policy of engine on the objects of in.
@@ -73,10 +81,14 @@ func Check(in *Input, engine *policy.Engine) Report {
 		listed = config.Default().EndpointConfigMapNames()
 	}
 	cluster := newFileCluster(in.Objects, listed)
+	var view policy.Cluster = cluster
+	if in.Verifications != nil {
+		view = liveCluster{cluster, in.Verifications}
+	}
 	r := Report{Findings: []Finding{}, Summary: Summary{Objects: len(in.Objects), Skipped: in.Skipped, SkippedPatches: in.SkippedPatches}}
 	for i := range in.Objects {
 		o := &in.Objects[i]
-		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: cluster}
+		t := policy.Target{Object: o.Object, NamespaceLabels: cluster.namespaces[o.Object.GetNamespace()], Cluster: view}
 		for _, res := range policy.Verdicts(o.Object, engine.Evaluate(t)) {
 			action := res.Action
 			if o.StaticPod {
@@ -89,44 +101,61 @@ func Check(in *Input, engine *policy.Engine) Report {
 				continue
 			}
 			for _, f := range res.Findings {
-				finding := Finding{
-					Policy:    res.Policy,
-					Action:    action,
-					Kind:      o.Object.GetObjectKind().GroupVersionKind().Kind,
-					Namespace: o.Object.GetNamespace(),
-					Name:      o.Object.GetName(),
-					Source:    o.Source,
-					// Nothing is changed offline: a change is what would change.
-					Message: f.Text(policy.Would),
-					object:  o,
-				}
-				if f.Field != nil {
-					finding.Field = f.Field.String()
-				}
-				if x := res.Exemption; x != nil {
-					finding.Message = x.Text() + "; " + finding.Message
-					finding.Exemption, finding.Reason = x.Name, x.Reason
-					if !x.Expires.IsZero() {
-						finding.Expires = x.Expires.UTC().Format(time.RFC3339)
-					}
-				}
-				r.Findings = append(r.Findings, finding)
-				switch action {
-				case policy.ActionExempt:
-					r.Summary.Exempt++
-				case policy.ActionDeny:
-					r.Summary.Deny++
-				case policy.ActionWarn:
-					r.Summary.Warn++
-				case policy.ActionMutate:
-					r.Summary.Mutate++
-				case policy.ActionUnverified:
-					r.Summary.Unverified++
-				}
+				r.Findings = append(r.Findings, newFinding(o, res.Result, f, action))
+				r.Summary.count(action)
 			}
 		}
 	}
 	return r
+}
+
+// newFinding is f, of result res on o, with what admission does: action.
+func newFinding(o *Object, res policy.Result, f policy.Finding, action policy.Action) Finding {
+	finding := Finding{
+		Policy:    res.Policy,
+		Action:    action,
+		Kind:      o.Object.GetObjectKind().GroupVersionKind().Kind,
+		Namespace: o.Object.GetNamespace(),
+		Name:      o.Object.GetName(),
+		Source:    o.Source,
+		// Nothing is changed offline: a change is what would change.
+		Message: f.Text(policy.Would),
+		object:  o,
+	}
+	if f.Field != nil {
+		finding.Field = f.Field.String()
+	}
+	if x := res.Exemption; x != nil {
+		finding.Message = x.Text() + "; " + finding.Message
+		finding.Exemption, finding.Reason = x.Name, x.Reason
+		if !x.Expires.IsZero() {
+			finding.Expires = x.Expires.UTC().Format(time.RFC3339)
+		}
+	}
+	return finding
+}
+
+// count counts one finding of action.
+func (s *Summary) count(action policy.Action) {
+	switch action {
+	case policy.ActionExempt:
+		s.Exempt++
+	case policy.ActionDeny:
+		s.Deny++
+	case policy.ActionWarn:
+		s.Warn++
+	case policy.ActionMutate:
+		s.Mutate++
+	case policy.ActionUnverified:
+		s.Unverified++
+	}
+}
+
+// liveCluster is the cluster check --cluster read: its objects, and the node
+// agents' reports from their Leases.
+type liveCluster struct {
+	*fileCluster
+	hostnetwork.Verifications
 }
 
 // fileCluster is the cluster as far as the input tells: its Nodes,

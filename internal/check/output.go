@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/registry"
 )
 
 // WriteJSON writes r in the contract's JSON shape.
@@ -47,7 +50,43 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	_, err := fmt.Fprintf(w, "%d objects checked, %d skipped (kinds no policy reads)%s: %d deny, %d warn, %d mutate%s\n",
 		s.Objects, s.Skipped, patches, s.Deny, s.Warn, s.Mutate, unverified)
-	return err
+	if err != nil {
+		return err
+	}
+	return r.writeWhatIf(w)
+}
+
+// writeWhatIf writes check --cluster's per-policy counts and the verdicts
+// that change against the configuration in force.
+func (r Report) writeWhatIf(w io.Writer) error {
+	if r.Policies != nil {
+		fmt.Fprintln(w, "\nBy policy:")
+		for _, d := range registry.Policies {
+			counts := r.Policies[d.ID]
+			var parts []string
+			for _, a := range slices.Sorted(maps.Keys(counts)) {
+				parts = append(parts, fmt.Sprintf("%d %s", counts[a], a))
+			}
+			if len(parts) == 0 {
+				parts = []string{"nothing to report"}
+			}
+			fmt.Fprintf(w, "  %s: %s\n", d.ID, strings.Join(parts, ", "))
+		}
+	}
+	if r.InForce == "" {
+		return nil
+	}
+	if len(r.Changes) == 0 {
+		_, err := fmt.Fprintf(w, "\nNo verdict changes against the configuration in force (%s).\n", r.InForce)
+		return err
+	}
+	fmt.Fprintf(w, "\nWhat changes against the configuration in force (%s): %d verdicts\n", r.InForce, len(r.Changes))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  IN FORCE\tCANDIDATE\tPOLICY\tOBJECT")
+	for _, c := range r.Changes {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.InForce, c.Candidate, c.Policy, objectName(Finding{Kind: c.Kind, Namespace: c.Namespace, Name: c.Name}))
+	}
+	return tw.Flush()
 }
 
 func objectName(f Finding) string {

@@ -23,6 +23,7 @@ import (
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy"
 	"github.com/endpoint-policy/endpoint-policy/internal/policy/apiserver"
+	"github.com/endpoint-policy/endpoint-policy/internal/policy/hostnetwork"
 )
 
 // Stdin is the path that reads standard input.
@@ -65,6 +66,10 @@ type Input struct {
 	// ConfigMaps of the files whose values references resolve to (as the
 	// server reads only those); nil: the default list.
 	EndpointConfigMaps []types.NamespacedName
+	// Verifications are the node agents' reports (check --cluster, from
+	// their Leases); nil offline, where host-network-endpoint's verified
+	// rewrites are what admission does where the endpoint is verified.
+	Verifications hostnetwork.Verifications
 
 	static bool // Options.StaticPods
 }

@@ -77,13 +77,22 @@ type sarifResult struct {
 	RuleIndex           int               `json:"ruleIndex"`
 	Level               string            `json:"level"`
 	Message             sarifText         `json:"message"`
-	Locations           []sarifLocation   `json:"locations"`
+	Locations           []sarifLocation   `json:"locations,omitempty"`
 	PartialFingerprints map[string]string `json:"partialFingerprints"`
 	Properties          map[string]string `json:"properties"`
 }
 
 type sarifLocation struct {
-	PhysicalLocation sarifPhysical `json:"physicalLocation"`
+	PhysicalLocation *sarifPhysical `json:"physicalLocation,omitempty"`
+	LogicalLocations []sarifLogical `json:"logicalLocations,omitempty"`
+}
+
+// sarifLogical names an object read from a cluster (check --cluster): it
+// has no file.
+type sarifLogical struct {
+	Name               string `json:"name"`
+	FullyQualifiedName string `json:"fullyQualifiedName"`
+	Kind               string `json:"kind"`
 }
 
 type sarifPhysical struct {
@@ -119,13 +128,7 @@ func (r Report) WriteSARIF(w io.Writer, tool Tool) error {
 		if f.Exemption != "" {
 			res.Properties["exemption"], res.Properties["reason"] = f.Exemption, f.Reason
 		}
-		if o := f.object; o != nil {
-			loc := sarifLocation{PhysicalLocation: sarifPhysical{ArtifactLocation: sarifArtifact{URI: artifactURI(o.File)}}}
-			if line := o.FieldLine(f.Field); line > 0 {
-				loc.PhysicalLocation.Region = &sarifRegion{StartLine: line}
-			}
-			res.Locations = []sarifLocation{loc}
-		}
+		res.Locations = []sarifLocation{f.sarifLocation()}
 		results = append(results, res)
 	}
 	enc := json.NewEncoder(w)
@@ -138,6 +141,23 @@ func (r Report) WriteSARIF(w io.Writer, tool Tool) error {
 			Results: results,
 		}},
 	})
+}
+
+// sarifLocation is where f is: its file and line, or, for an object read
+// from a cluster, the object.
+func (f Finding) sarifLocation() sarifLocation {
+	if o := f.object; o != nil && o.File != "" {
+		phys := &sarifPhysical{ArtifactLocation: sarifArtifact{URI: artifactURI(o.File)}}
+		if line := o.FieldLine(f.Field); line > 0 {
+			phys.Region = &sarifRegion{StartLine: line}
+		}
+		return sarifLocation{PhysicalLocation: phys}
+	}
+	name := f.Kind + "/" + f.Name
+	if f.Namespace != "" {
+		name = f.Namespace + "/" + name
+	}
+	return sarifLocation{LogicalLocations: []sarifLogical{{Name: f.Name, FullyQualifiedName: name, Kind: "resource"}}}
 }
 
 // sarifRules returns a rule per policy of the registry, and each one's

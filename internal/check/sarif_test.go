@@ -173,9 +173,21 @@ func TestSARIFValidatesAgainstTheSchema(t *testing.T) {
 	if err != nil && len(in.Objects) == 0 {
 		t.Fatal(err) // testdata holds files that do not parse, on purpose
 	}
+	// An object read from a cluster (check --cluster) has no file: a
+	// logical location.
+	live, err := check.Read([]string{"testdata/multi-doc.yaml"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range live.Objects {
+		in.Objects = append(in.Objects, check.Object{Source: check.ClusterSource, Object: o.Object})
+	}
 	var out bytes.Buffer
 	if err := check.Check(in, defaultEngine(t)).WriteSARIF(&out, check.Tool{Version: "test"}); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"fullyQualifiedName": "kube-system/DaemonSet/kube-vip"`) {
+		t.Error("no logical location for the object read from a cluster")
 	}
 	log, err := jsonschema.UnmarshalJSON(bytes.NewReader(out.Bytes()))
 	if err != nil {
@@ -195,12 +207,15 @@ func TestSARIFValidatesAgainstTheSchema(t *testing.T) {
 	}
 }
 
-// sarifSchema returns the official SARIF 2.1.0 JSON schema (OASIS,
-// errata01: https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json,
-// also oasis-tcs/sarif-spec's Schemata/sarif-schema-2.1.0.json),
-// unedited: the copy gosec's module carries for its own SARIF tests, from
-// the Go module cache at the version golangci-lint's build pins
-// (hack/tools/golangci-lint/go.mod), checked against the file's sha256.
+// sarifSchema returns the official SARIF 2.1.0 JSON schema, unedited: the
+// OASIS Approved Errata 01 schema
+// (https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json),
+// byte for byte oasis-tcs/sarif-spec's sarif-2.1/schema/sarif-schema-2.1.0.json
+// (commit ffa72eb, "Update the github copies of the schemata to match the
+// Approved Errata", and the repository's head since). It is read from the
+// copy gosec's module carries for its own SARIF tests, in the Go module
+// cache at the version golangci-lint's build pins
+// (hack/tools/golangci-lint/go.mod), and checked against its sha256.
 func sarifSchema(t *testing.T) []byte {
 	t.Helper()
 	const module, file = "github.com/securego/gosec/v2", "report/sarif/testdata/sarif-schema-2.1.0.json"

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"path"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -88,4 +89,21 @@ func MayDeny(obj client.Object) bool {
 		return !IsMirrorPod(obj) && !IsControlled(obj)
 	}
 	return true
+}
+
+// OwnedTemplate reports a ReplicaSet owned by a Deployment or a Job owned
+// by a CronJob: its template is its owner's, which the audit and check
+// --cluster report; its pods are evaluated as pods.
+func OwnedTemplate(obj client.Object) bool {
+	ref := metav1.GetControllerOf(obj)
+	if ref == nil {
+		return false
+	}
+	switch obj.(type) {
+	case *appsv1.ReplicaSet:
+		return ref.Kind == "Deployment" && strings.HasPrefix(ref.APIVersion, "apps/")
+	case *batchv1.Job:
+		return ref.Kind == "CronJob" && strings.HasPrefix(ref.APIVersion, "batch/")
+	}
+	return false
 }

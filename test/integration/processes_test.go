@@ -547,13 +547,7 @@ func servedSerialAt(addr string) (string, error) {
 // and watch of a server running with it fails and its caches stay cold.
 func kubeconfigOf(user string) string {
 	GinkgoHelper()
-	u, err := testEnv.AddUser(envtest.User{Name: user}, nil)
-	Expect(err).NotTo(HaveOccurred())
-	kc, err := u.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
-	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	Expect(os.WriteFile(path, kc, 0o600)).To(Succeed())
-	return path
+	return kubeconfigFor(user)
 }
 
 func tlsDial(addr string) (*tls.Conn, error) {
