@@ -16,6 +16,8 @@ ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION:v%=%)-etcd-$(ETCD_VERSION:v%=%)
 KWOK_VERSION := $(call gomod_version,sigs.k8s.io/kwok,hack/envtest/kube-apiserver/go.mod)
 # The simulated cluster's kube-controller-manager, kube-scheduler and kwok.
 SIM_ASSETS ?= $(LOCALBIN)/k8s/sim-$(K8S_VERSION:v%=%)-kwok-$(KWOK_VERSION:v%=%)
+# The real node's kubelet (test/node), from the same module as kube-apiserver.
+NODE_ASSETS ?= $(LOCALBIN)/k8s/node-$(K8S_VERSION:v%=%)
 # Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
 HELM_VERSION      := $(shell awk '$$1 == "require" && $$2 == "helm.sh/helm/v3" { print $$3 }' hack/tools/helm/go.mod)
 KUSTOMIZE_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kustomize/kustomize/v5" { print $$3 }' hack/tools/kustomize/go.mod)
@@ -36,7 +38,7 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 # else the module's: the name says where it came from.
 PROMTOOL  ?= $(LOCALBIN)/promtool-$(if $(shell command -v apt-get),debian,$(PROMTOOL_VERSION))
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
-TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" PROMTOOL="$(PROMTOOL)"
+TEST_ENV   = KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" ENDPOINT_POLICY_SIM_ASSETS="$(SIM_ASSETS)" ENDPOINT_POLICY_NODE_ASSETS="$(NODE_ASSETS)" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" PROMTOOL="$(PROMTOOL)"
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -95,7 +97,7 @@ test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go ve
 # docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
-	@$(MAKE) --no-print-directory -j2 envtest sim tools lint race-build
+	@$(MAKE) --no-print-directory -j2 envtest sim node tools lint race-build
 
 # race-build compiles the module's packages and their dependencies with
 # -race into the build cache, for go test -race to find.
@@ -158,7 +160,19 @@ bench-scale: envtest sim build ## endpoint-policy in a simulated cluster of SCAL
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd (and the simulated cluster's kube-controller-manager, kube-scheduler and kwok, in the same go build) from Go modules into bin/ (once).
 
 $(ENVTEST_ASSETS)/kube-apiserver:
-	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)"
+	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)" "$(NODE_ASSETS)"
+
+.PHONY: node
+node: $(NODE_ASSETS)/kubelet ## Build the real node's kubelet from Go modules into bin/ (once).
+
+# In envtest's build, which builds the kubelet with kube-apiserver (as the
+# simulated cluster's binaries); alone, after it, for the same reason.
+$(NODE_ASSETS)/kubelet: | $(ENVTEST_ASSETS)/kube-apiserver
+	hack/node/build.sh "$(NODE_ASSETS)"
+
+.PHONY: test-node
+test-node: envtest node node-tools ## The real-node suite (root, containerd, runc, CNI plugins: apt-get install containerd runc containernetworking-plugins): a kubelet and containerd on this machine.
+	$(TEST_ENV) go test -count=1 -v ./test/node/
 
 .PHONY: sim
 sim: $(SIM_ASSETS)/kwok-stages.yaml ## Build kube-controller-manager, kube-scheduler and kwok from Go modules into bin/ (once).
@@ -231,6 +245,13 @@ image-tools: ## Install runc and umoci (Debian packages) when missing: make imag
 		echo ">> installing runc and umoci (apt-get)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null || { \
 			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null; }; }
+
+.PHONY: node-tools
+node-tools: ## Install containerd, runc and the CNI plugins (Debian packages) when missing: the real-node suite (test/node) runs a kubelet with them.
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
+		echo ">> installing containerd, runc and containernetworking-plugins (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins >/dev/null || { \
+			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins >/dev/null; }; }
 
 .PHONY: image-test
 image-test: envtest image-tools ## Build the image, unpack it with umoci and run it with runc (root, host network, loopback only): --version, and serve ready against the envtest API server.

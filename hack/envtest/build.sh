@@ -2,7 +2,7 @@
 # Builds the envtest control plane (kube-apiserver + etcd) from Go modules,
 # because prebuilt envtest binaries cannot be downloaded in this environment.
 #
-#   hack/envtest/build.sh <output-dir> [<sim-output-dir>]
+#   hack/envtest/build.sh <output-dir> [<sim-output-dir> [<node-output-dir>]]
 #
 # The binaries are built once into <output-dir> and reused afterwards; the
 # directory name carries the versions so that a version bump rebuilds.
@@ -11,7 +11,8 @@
 # simulated cluster's, hack/sim/build.sh) are built there in the same
 # `go build` as kube-apiserver: the packages the four share (most of
 # k8s.io/kubernetes and its libraries) compile once, and their links run
-# side by side.
+# side by side. With <node-output-dir>, the real node's kubelet too
+# (hack/node/build.sh).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +20,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${here}/../lib/gobuild.sh"
 out="${1:?usage: build.sh <output-dir> [<sim-output-dir>]}"
 sim_out="${2:-}"
+node_out="${3:-}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
@@ -34,6 +36,10 @@ etcd_pid=$!
 minor="${k8s_version#v1.}"
 minor="${minor%%.*}"
 k8s=("${out}/kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver")
+if [[ -n "${node_out}" ]]; then
+  mkdir -p "${node_out}"
+  k8s+=("$(cd "${node_out}" && pwd)/kubelet=k8s.io/kubernetes/cmd/kubelet")
+fi
 if [[ -n "${sim_out}" ]]; then
   k8s+=("${sim_out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager"
         "${sim_out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"

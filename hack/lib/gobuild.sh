@@ -48,3 +48,15 @@ gobuilds() {
   rmdir "${tmp}"
   echo ">> built ${names} in $((SECONDS - start))s" >&2
 }
+
+# k8s_ldflags <module dir>: the linker flags of a Kubernetes binary built
+# from the module (k8s.io/kubernetes at its version): no symbols, no DWARF,
+# and the version the binary reports.
+k8s_ldflags() {
+  local version minor
+  version="$(awk '$1 == "k8s.io/kubernetes" { print $2 } $2 == "k8s.io/kubernetes" { print $3 }' "$1/go.mod" | head -n1)"
+  [[ -n "${version}" ]] || { echo "k8s_ldflags: cannot read the Kubernetes version in $1/go.mod" >&2; return 1; }
+  minor="${version#v1.}"
+  minor="${minor%%.*}"
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=${version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
+}

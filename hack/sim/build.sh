@@ -20,11 +20,7 @@ out="${1:?usage: build.sh <output-dir>}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
-k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2 } $2 == "k8s.io/kubernetes" { print $3 }' "${k8s_module}/go.mod" | head -n1)"
-[[ -n "${k8s_version}" ]] || { echo "build.sh: cannot read the Kubernetes version" >&2; exit 1; }
-minor="${k8s_version#v1.}"
-minor="${minor%%.*}"
-k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
+k8s_ldflags="$(k8s_ldflags "${k8s_module}")"
 
 gobuilds "${k8s_module}" "${k8s_ldflags}" \
   "${out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager" \
