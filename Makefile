@@ -247,11 +247,11 @@ image-tools: ## Install runc and umoci (Debian packages) when missing: make imag
 			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc umoci >/dev/null; }; }
 
 .PHONY: node-tools
-node-tools: ## Install containerd, runc and the CNI plugins (Debian packages) when missing: the real-node suite (test/node) runs a kubelet with them.
-	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
-		echo ">> installing containerd, runc and containernetworking-plugins (apt-get)"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins >/dev/null || { \
-			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins >/dev/null; }; }
+node-tools: ## Install containerd, runc, the CNI plugins and nft (Debian packages) when missing: the real-node suite (test/node) runs a kubelet with them.
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v nft >/dev/null && test -x /usr/lib/cni/bridge || { \
+		echo ">> installing containerd, runc, containernetworking-plugins and nftables (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins nftables >/dev/null || { \
+			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins nftables >/dev/null; }; }
 
 .PHONY: image-test
 image-test: envtest image-tools ## Build the image, unpack it with umoci and run it with runc (root, host network, loopback only): --version, and serve ready against the envtest API server.

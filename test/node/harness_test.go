@@ -42,6 +42,10 @@ type realNode struct {
 	sysctls                map[string]string
 	cgroupsBefore          map[string]bool
 	absent                 []string // of hostPaths, before
+	// ruleset is the netfilter ruleset before (nft list ruleset): the
+	// kubelet adds chains (KUBE-FIREWALL, which drops non-local traffic
+	// to 127.0.0.0/8, and its canaries) through iptables-nft.
+	ruleset string
 }
 
 func startNode(dir string, kubeconfig []byte) *realNode {
@@ -58,6 +62,9 @@ func startNode(dir string, kubeconfig []byte) *realNode {
 			n.absent = append(n.absent, p)
 		}
 	}
+	ruleset, err := exec.Command("nft", "list", "ruleset").Output()
+	Expect(err).NotTo(HaveOccurred(), "nft list ruleset")
+	n.ruleset = string(ruleset)
 	for _, d := range []string{"manifests", "containerd-root", "containerd-state", "cni", "kubelet", "pods-logs", "pki"} {
 		Expect(os.MkdirAll(filepath.Join(dir, d), 0o750)).To(Succeed())
 	}
@@ -92,7 +99,9 @@ func (n *realNode) start(name, bin string, args ...string) *exec.Cmd {
 	Expect(err).NotTo(HaveOccurred())
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that stop reaches its children; killed
+	// with the suite's process if that dies first (a go test timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	Expect(cmd.Start()).To(Succeed(), name)
 	return cmd
 }
@@ -138,6 +147,16 @@ func (n *realNode) stop() {
 	for _, p := range n.absent {
 		Expect(os.RemoveAll(p)).To(Succeed())
 	}
+	run("nft", "flush", "ruleset")
+	if strings.TrimSpace(n.ruleset) != "" {
+		restore := exec.Command("nft", "-f", "-")
+		restore.Stdin = strings.NewReader(n.ruleset)
+		out, err := restore.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "restoring the netfilter ruleset: %s", out)
+	}
+	after, err := exec.Command("nft", "list", "ruleset").Output()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(string(after)).To(Equal(n.ruleset), "the netfilter ruleset as it was")
 	if out, err := exec.Command("ip", "link", "show", cniBridge).CombinedOutput(); err == nil {
 		run("ip", "link", "delete", cniBridge)
 	} else if !strings.Contains(string(out), "does not exist") {

@@ -5,8 +5,8 @@
 // ENDPOINT_POLICY_NODE_ASSETS names the directory with the kubelet (make
 // test-node and make test set it). Without them it skips, except under
 // CI=true. Everything it makes outside its temporary directory (cgroups,
-// sysctls, mounts, /var/lib/kubelet, the CNI bridge) is removed after, also
-// when a spec fails (realNode.stop).
+// sysctls, mounts, /var/lib/kubelet, the CNI bridge, the netfilter rules)
+// is removed after, also when a spec fails (realNode.stop).
 package node
 
 import (
@@ -100,7 +100,7 @@ func missingPrerequisites() string {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
 	}
-	for _, bin := range []string{"containerd", "ctr", "runc", "ip"} {
+	for _, bin := range []string{"containerd", "ctr", "runc", "ip", "nft"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}
