@@ -163,11 +163,11 @@ $(ENVTEST_ASSETS)/kube-apiserver:
 	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)" "$(NODE_ASSETS)"
 
 .PHONY: node
-node: $(NODE_ASSETS)/kubelet ## Build the real node's kubelet from Go modules into bin/ (once).
+node: $(NODE_ASSETS)/kubelet $(NODE_ASSETS)/kube-proxy ## Build the real node's kubelet and kube-proxy from Go modules into bin/ (once).
 
-# In envtest's build, which builds the kubelet with kube-apiserver (as the
+# In envtest's build, which builds them with kube-apiserver (as the
 # simulated cluster's binaries); alone, after it, for the same reason.
-$(NODE_ASSETS)/kubelet: | $(ENVTEST_ASSETS)/kube-apiserver
+$(NODE_ASSETS)/kubelet $(NODE_ASSETS)/kube-proxy: | $(ENVTEST_ASSETS)/kube-apiserver
 	hack/node/build.sh "$(NODE_ASSETS)"
 
 .PHONY: test-node

@@ -11,8 +11,8 @@
 # simulated cluster's, hack/sim/build.sh) are built there in the same
 # `go build` as kube-apiserver: the packages the four share (most of
 # k8s.io/kubernetes and its libraries) compile once, and their links run
-# side by side. With <node-output-dir>, the real node's kubelet too
-# (hack/node/build.sh).
+# side by side. With <node-output-dir>, the real node's kubelet and
+# kube-proxy too (hack/node/build.sh).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,7 +38,8 @@ minor="${minor%%.*}"
 k8s=("${out}/kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver")
 if [[ -n "${node_out}" ]]; then
   mkdir -p "${node_out}"
-  k8s+=("$(cd "${node_out}" && pwd)/kubelet=k8s.io/kubernetes/cmd/kubelet")
+  k8s+=("$(cd "${node_out}" && pwd)/kubelet=k8s.io/kubernetes/cmd/kubelet"
+        "$(cd "${node_out}" && pwd)/kube-proxy=k8s.io/kubernetes/cmd/kube-proxy")
 fi
 if [[ -n "${sim_out}" ]]; then
   k8s+=("${sim_out}/kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager"

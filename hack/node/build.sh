@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real node's kubelet from Go modules: k8s.io/kubernetes at the
+# Builds the real node's kubelet and kube-proxy from Go modules: k8s.io/kubernetes at the
 # envtest kube-apiserver's version (hack/envtest/kube-apiserver's module,
 # which make test has compiled the shared packages of).
 #
@@ -17,5 +17,7 @@ mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
 k8s_ldflags="$(k8s_ldflags "${k8s_module}")"
-gobuilds "${k8s_module}" "${k8s_ldflags}" "${out}/kubelet=k8s.io/kubernetes/cmd/kubelet"
+gobuilds "${k8s_module}" "${k8s_ldflags}" \
+  "${out}/kubelet=k8s.io/kubernetes/cmd/kubelet" \
+  "${out}/kube-proxy=k8s.io/kubernetes/cmd/kube-proxy"
 echo "${out}"

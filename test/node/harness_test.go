@@ -25,7 +25,9 @@ const (
 )
 
 // sysctls the kubelet sets (kubelet's setupKernelTunables), restored after.
-var sysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
+var sysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+	// kube-proxy's, should a flag not keep it from them.
+	"net/ipv4/conf/all/route_localnet", "net/ipv4/ip_forward"}
 
 // hostPaths are what the kubelet and containerd make outside their own
 // directories whatever they are told (the kubelet's device plugin socket,
@@ -82,6 +84,10 @@ func startNode(dir string, kubeconfig []byte) *realNode {
 	for _, name := range []string{kubeAPIServerImage, kubeVIPImage} {
 		run("ctr", "-a", n.socket, "-n", "k8s.io", "images", "tag", pauseImage, name)
 	}
+	kubeProxy := filepath.Join(dir, "kube-proxy-image")
+	run("go", "-C", "../../hack/image", "run", ".", "--binary", filepath.Join(os.Getenv("ENDPOINT_POLICY_NODE_ASSETS"), "kube-proxy"),
+		"--out", kubeProxy, "--tag", kubeProxyImage)
+	run("ctr", "-a", n.socket, "-n", "k8s.io", "images", "import", filepath.Join(kubeProxy, "endpoint-policy.tar"))
 
 	Expect(os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600)).To(Succeed())
 	Expect(os.WriteFile(filepath.Join(dir, "kubelet.yaml"), []byte(fmt.Sprintf(kubeletConfig, n.manifests, filepath.Join(dir, "pods-logs"))), 0o600)).To(Succeed())

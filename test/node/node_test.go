@@ -69,6 +69,8 @@ var _ = BeforeSuite(func() {
 	// refuses loopback), and the kubelet is reached by its name.
 	api.Set("endpoint-reconciler-type", "none")
 	api.Set("kubelet-preferred-address-types", "Hostname")
+	// kube-proxy runs privileged, as kubeadm runs it.
+	api.Set("allow-privileged", "true")
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
@@ -110,8 +112,12 @@ func missingPrerequisites() string {
 	}
 	if assets := os.Getenv("ENDPOINT_POLICY_NODE_ASSETS"); assets == "" {
 		missing = append(missing, "ENDPOINT_POLICY_NODE_ASSETS (the kubelet's directory)")
-	} else if _, err := os.Stat(filepath.Join(assets, "kubelet")); err != nil {
-		missing = append(missing, "the kubelet in ENDPOINT_POLICY_NODE_ASSETS")
+	} else {
+		for _, bin := range []string{"kubelet", "kube-proxy"} {
+			if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
+				missing = append(missing, "the "+bin+" in ENDPOINT_POLICY_NODE_ASSETS")
+			}
+		}
 	}
 	return strings.Join(missing, ", ")
 }

@@ -3,13 +3,13 @@
 // Package tools pins k8s.io/kubernetes so that `go build` can produce the
 // control plane the test suites run against: kube-apiserver (envtest), and
 // kube-controller-manager, kube-scheduler and kwok (the simulated cluster of
-// hack/sim; kwok plays the kubelet of its Nodes), and the kubelet (the real
-// node of test/node). It lives in its own module
+// hack/sim; kwok plays the kubelet of its Nodes), and the kubelet and
+// kube-proxy (the real node of test/node). It lives in its own module
 // because k8s.io/kubernetes replaces its staging modules with local paths;
 // here they are replaced with the published modules of the same minor.
 //
 // kwok is built with these Kubernetes libraries, not its own go.mod's (a
-// minor older): one go build then compiles them once for the five binaries
+// minor older): one go build then compiles them once for the six binaries
 // (docs/performance.md, "Cold build").
 package tools
 
@@ -17,6 +17,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "sigs.k8s.io/kwok/cmd/kwok"
 )
