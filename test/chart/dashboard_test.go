@@ -202,7 +202,7 @@ var (
 	promqlKeywords = map[string]bool{
 		"sum": true, "max": true, "min": true, "avg": true, "count": true, "rate": true, "increase": true,
 		"histogram_quantile": true, "and": true, "or": true, "unless": true, "group_left": true, "group_right": true,
-		"by": true, "without": true, "on": true, "ignoring": true,
+		"by": true, "without": true, "on": true, "ignoring": true, "time": true,
 	}
 )
 
