@@ -168,3 +168,39 @@ func TestExemptedMessages(t *testing.T) {
 		t.Errorf("Exempted() without expiry = %q, want %q", got, want)
 	}
 }
+
+// TestMutationPodOwners: the pod mutator's pod carries its ownerReferences
+// raw; Owners decodes them when an exemption needs them.
+func TestMutationPodOwners(t *testing.T) {
+	for _, tt := range []struct {
+		name, raw string
+		want      []policy.Identity
+		wantErr   bool
+	}{
+		{"a DaemonSet's pod", `{"metadata":{"generateName":"kube-vip-","ownerReferences":[{"apiVersion":"apps/v1","kind":"DaemonSet","name":"kube-vip","uid":"u","controller":true}]}}`,
+			[]policy.Identity{{Kind: "DaemonSet", Name: "kube-vip"}}, false},
+		{"no owners", `{"metadata":{"name":"p"}}`, []policy.Identity{{Kind: "Pod", Name: "p"}}, false},
+		{"null owners", `{"metadata":{"name":"p","ownerReferences":null}}`, []policy.Identity{{Kind: "Pod", Name: "p"}}, false},
+		{"owners that do not decode", `{"metadata":{"name":"p","ownerReferences":{"kind":"DaemonSet"}}}`, nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mp, err := policy.DecodeMutationPod([]byte(tt.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod, err := mp.Pod()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pod.OwnerReferences, err = mp.Owners(); (err != nil) != tt.wantErr {
+				t.Fatalf("Owners error = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if diff := cmp.Diff(tt.want, policy.Identities(pod)); diff != "" {
+				t.Errorf("Identities (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

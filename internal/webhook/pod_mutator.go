@@ -78,7 +78,14 @@ func (m *PodMutator) admit(ctx context.Context, req admission.Request) admission
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 
-	results := m.engine.Load().EvaluateEffect(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
+	engine := m.engine.Load()
+	if len(engine.Exemptions()) > 0 {
+		// A pod matches its workload's exemption.
+		if pod.OwnerReferences, err = mp.Owners(); err != nil {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+	}
+	results := engine.EvaluateEffect(policy.Target{Object: pod, Cluster: m.cluster}, policy.Mutating)
 	d := decide(policy.Verdicts(pod, results), m.metrics)
 	if len(d.patch) > 0 {
 		// The request's logger already names the pod, the user and the
