@@ -114,10 +114,10 @@ func listOf(k kinds.Kind) (client.ObjectList, error) {
 
 // list reads every page of l into in.
 func (in *Input) list(ctx context.Context, c client.Reader, l listed, opts ClusterOptions) error {
-	listOpts := append([]client.ListOption{client.Limit(opts.PageSize)}, l.opts...)
-	count, pages := 0, 0
+	base := append([]client.ListOption{client.Limit(opts.PageSize)}, l.opts...)
+	count, pages, next := 0, 0, ""
 	for {
-		if err := c.List(ctx, l.list, listOpts...); err != nil {
+		if err := c.List(ctx, l.list, append(base[:len(base):len(base)], client.Continue(next))...); err != nil {
 			return permissionError("list", l.resource, "in all namespaces", err)
 		}
 		items, err := meta.ExtractList(l.list)
@@ -134,14 +134,13 @@ func (in *Input) list(ctx context.Context, c client.Reader, l listed, opts Clust
 			count++
 		}
 		pages++
-		next := l.list.GetContinue()
+		next = l.list.GetContinue()
 		if opts.Progress != nil && (pages > 1 || next != "") {
 			fmt.Fprintf(opts.Progress, "endpoint-policy check: listed %d %s\n", count, l.resource)
 		}
 		if next == "" {
 			return nil
 		}
-		listOpts = append(listOpts[:len(listOpts):len(listOpts)], client.Continue(next))
 	}
 }
 
@@ -177,9 +176,9 @@ func agentReports(ctx context.Context, c client.Reader, in *Input, opts ClusterO
 		}
 	}
 	leases := &coordinationv1.LeaseList{}
-	listOpts := []client.ListOption{client.InNamespace(opts.Namespace), client.MatchingLabelsSelector{Selector: hostnetwork.AgentLeaseSelector()}, client.Limit(opts.PageSize)}
-	for {
-		if err := c.List(ctx, leases, listOpts...); err != nil {
+	base := []client.ListOption{client.InNamespace(opts.Namespace), client.MatchingLabelsSelector{Selector: hostnetwork.AgentLeaseSelector()}, client.Limit(opts.PageSize)}
+	for next := ""; ; next = leases.Continue {
+		if err := c.List(ctx, leases, append(base[:len(base):len(base)], client.Continue(next))...); err != nil {
 			return nil, permissionError("list", "leases.coordination.k8s.io", fmt.Sprintf("in namespace %q (the node agents' reports)", opts.Namespace), err)
 		}
 		for i := range leases.Items {
@@ -190,7 +189,6 @@ func agentReports(ctx context.Context, c client.Reader, in *Input, opts ClusterO
 		if leases.Continue == "" {
 			return e, nil
 		}
-		listOpts = append(listOpts[:len(listOpts):len(listOpts)], client.Continue(leases.Continue))
 	}
 }
 

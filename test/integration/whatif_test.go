@@ -117,6 +117,21 @@ var _ = Describe("check --cluster (what-if)", func() {
 		))
 		Expect(report.Policies[kubevip.ID]).To(HaveKeyWithValue(policy.ActionDeny, BeNumerically(">=", 1)))
 
+		By("read a page at a time (one object a page here), every page is read and counted on the progress line")
+		var progress bytes.Buffer
+		paged, err := check.ReadCluster(ctx, k8s, check.ClusterOptions{Namespace: serverNamespace, PageSize: 1, Progress: &progress})
+		Expect(err).NotTo(HaveOccurred())
+		names := map[string]bool{}
+		for _, o := range paged.Objects {
+			if o.Object.GetNamespace() == ns {
+				names[o.Object.GetName()] = true
+			}
+		}
+		Expect(names).To(HaveKey(kubeVIP.Name))
+		Expect(names).To(HaveKey(cilium.Name))
+		// Namespaces are many: the second page was read, and counted.
+		Expect(progress.String()).To(ContainSubstring("listed 2 namespaces\n"))
+
 		By("the audit, under the candidate, gives the same verdicts")
 		useConfig(candidateEdit)
 		Eventually(func(g Gomega) {
