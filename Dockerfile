@@ -18,7 +18,7 @@ ARG COMMIT=
 ARG TARGETOS
 ARG TARGETARCH
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} go build -trimpath \
+    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} go build -trimpath -gcflags=all=-dwarf=false \
       -ldflags "-s -w -X github.com/endpoint-policy/endpoint-policy/internal/version.version=${VERSION} -X github.com/endpoint-policy/endpoint-policy/internal/version.commit=${COMMIT}" \
       -o /out/endpoint-policy ./cmd/endpoint-policy
 

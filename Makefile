@@ -18,15 +18,12 @@ KWOK_VERSION := $(call gomod_version,sigs.k8s.io/kwok,hack/envtest/kube-apiserve
 SIM_ASSETS ?= $(LOCALBIN)/k8s/sim-$(K8S_VERSION:v%=%)-kwok-$(KWOK_VERSION:v%=%)
 # The real node's kubelet (test/node), from the same module as kube-apiserver.
 NODE_ASSETS ?= $(LOCALBIN)/k8s/node-$(K8S_VERSION:v%=%)
-# Helm and kustomize CLIs for the chart tests, built from the modules in hack/tools.
-HELM_VERSION      := $(shell awk '$$1 == "require" && $$2 == "helm.sh/helm/v3" { print $$3 }' hack/tools/helm/go.mod)
+# Helm and kustomize CLIs for the chart tests. Helm is built from the control
+# plane's module (hack/tools/helm.sh), kustomize from hack/tools.
+HELM_VERSION      := $(call gomod_version,helm.sh/helm/v3,hack/envtest/kube-apiserver/go.mod)
 KUSTOMIZE_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/kustomize/kustomize/v5" { print $$3 }' hack/tools/kustomize/go.mod)
 PROMTOOL_VERSION  := $(shell awk '$$1 == "require" && $$2 == "github.com/prometheus/prometheus" { print $$3 }' hack/tools/promtool/go.mod)
 GOLANGCI_LINT_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/golangci/golangci-lint/v2" { print $$3 }' hack/tools/golangci-lint/go.mod)
-# Helm's default Kubernetes version (helm template, lint) is its client-go's, as Helm's own Makefile sets it.
-HELM_K8S_MINOR    := $(shell awk '$$1 == "k8s.io/client-go" { split($$2, v, "."); print v[2] }' hack/tools/helm/go.mod)
-HELM_LDFLAGS      := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
-	$(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 # The tools and the control plane are linked with -s -w: no DWARF in the
 # binary. The compiler would still write it into every package's object
 # (about an eighth of k8s.io/api/core/v1's compile time, measured in
@@ -89,21 +86,29 @@ test: check-tracked-files test-deps ## Run all tests: tracked files, lint (go ve
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 
 # What make test does before the tests, two jobs at a time: the control
-# plane (kube-apiserver, kube-controller-manager, kube-scheduler and kwok in
-# one go build, etcd beside it), the tools, the linter and its run, and the
-# race-instrumented build of the module's packages (which the suites' server
-# reuses: it is built with -race). Each leaves a core idle for long
-# stretches (a link, one large package compiling alone).
-# docs/performance.md, "Cold build".
+# plane (kube-apiserver, kube-controller-manager, kube-scheduler, kwok, the
+# kubelet, kube-proxy and helm in one go build, etcd beside it), the other
+# tools, the race-instrumented build of the module's packages (which the
+# suites' server reuses: it is built with -race) and the linter on it. Each
+# leaves a core idle for long stretches (a link, one large package compiling
+# alone). docs/performance.md, "Cold build".
 .PHONY: test-deps
 test-deps:
-	@$(MAKE) --no-print-directory -j2 envtest sim node tools lint race-build
+	@$(MAKE) --no-print-directory -j2 HELM_AFTER_ENVTEST=1 envtest sim node tools lint-race
 
 # race-build compiles the module's packages and their dependencies with
 # -race into the build cache, for go test -race to find.
 .PHONY: race-build
 race-build:
 	go build -race ./...
+
+# lint-race is make lint on the race build: golangci-lint's `go list -export`
+# compiles every dependency for their export data, which with -race are the
+# packages race-build (and go test -race) compile; without it, a whole
+# configuration more (about 200 s of a cold make test).
+.PHONY: lint-race
+lint-race: race-build $(GOLANGCI_LINT)
+	GOFLAGS="$(strip $(GOFLAGS) -race)" $(GOLANGCI_LINT) run ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no API server.
@@ -160,7 +165,7 @@ bench-scale: envtest sim build ## endpoint-policy in a simulated cluster of SCAL
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd (and the simulated cluster's kube-controller-manager, kube-scheduler and kwok, in the same go build) from Go modules into bin/ (once).
 
 $(ENVTEST_ASSETS)/kube-apiserver:
-	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)" "$(NODE_ASSETS)"
+	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)" "$(NODE_ASSETS)" "$(HELM)"
 
 .PHONY: node
 node: $(NODE_ASSETS)/kubelet $(NODE_ASSETS)/kube-proxy ## Build the real node's kubelet and kube-proxy from Go modules into bin/ (once).
@@ -191,10 +196,12 @@ sim-cluster: envtest sim ## Run a simulated cluster of NODES kwok nodes (default
 .PHONY: tools
 tools: $(HELM) $(KUSTOMIZE) $(PROMTOOL) ## Build the helm, kustomize and promtool CLIs from Go modules into bin/ (once).
 
-$(HELM):
-	@echo ">> building helm $(HELM_VERSION) from Go modules (first time only, ~2 min cold)"
-	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath $(TOOL_GCFLAGS) -ldflags "$(HELM_LDFLAGS)" -o "$@.tmp" helm.sh/helm/v3/cmd/helm
-	mv "$@.tmp" "$@"
+# envtest's go build builds helm too (the Kubernetes libraries they share
+# compile once). make test's test-deps orders helm after it (HELM_AFTER_ENVTEST),
+# so that the two never compile them side by side; `make tools` or `make
+# helm-lint` alone build helm alone, without the control plane.
+$(HELM): | $(if $(HELM_AFTER_ENVTEST),$(ENVTEST_ASSETS)/kube-apiserver)
+	hack/tools/helm.sh "$@"
 
 # promtool checks and unit-tests the chart's alerts (test/chart/alerts_test.go)
 # and the dashboard's queries: Debian's (the prometheus package's, extracted),
@@ -224,8 +231,12 @@ demo: envtest build ## Run the local demo: a real API server, the webhook, the e
 ##@ Build
 
 .PHONY: build
+# The flags of the control plane's builds (hack/lib/gobuild.sh): the
+# dependencies both compile (k8s.io/api, client-go, ...) are then in the build
+# cache already, as hack/envtest/kube-apiserver keeps their versions ours
+# (test/image's TestControlPlaneSharesOurDependencies).
 build: ## Build bin/endpoint-policy.
-	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o "$(LOCALBIN)/endpoint-policy" ./cmd/endpoint-policy
+	CGO_ENABLED=0 go build -trimpath $(TOOL_GCFLAGS) -ldflags "$(LDFLAGS)" -o "$(LOCALBIN)/endpoint-policy" ./cmd/endpoint-policy
 
 # make image: the OCI image, built without a container engine (hack/image,
 # go-containerregistry) into IMAGE_DIR: oci/ (OCI layout, tag = IMG's) and

@@ -2,7 +2,7 @@
 # Builds the envtest control plane (kube-apiserver + etcd) from Go modules,
 # because prebuilt envtest binaries cannot be downloaded in this environment.
 #
-#   hack/envtest/build.sh <output-dir> [<sim-output-dir> [<node-output-dir>]]
+#   hack/envtest/build.sh <output-dir> [<sim-output-dir> [<node-output-dir> [<helm>]]]
 #
 # The binaries are built once into <output-dir> and reused afterwards; the
 # directory name carries the versions so that a version bump rebuilds.
@@ -12,7 +12,8 @@
 # `go build` as kube-apiserver: the packages the four share (most of
 # k8s.io/kubernetes and its libraries) compile once, and their links run
 # side by side. With <node-output-dir>, the real node's kubelet and
-# kube-proxy too (hack/node/build.sh).
+# kube-proxy too (hack/node/build.sh). With <helm>, the helm CLI the chart
+# tests run (hack/tools/helm.sh), built with these Kubernetes libraries.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +22,7 @@ source "${here}/../lib/gobuild.sh"
 out="${1:?usage: build.sh <output-dir> [<sim-output-dir>]}"
 sim_out="${2:-}"
 node_out="${3:-}"
+helm_out="${4:-}"
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 
@@ -33,8 +35,6 @@ build() { gobuild "${out}" "$@"; }
 # Independent builds; run them side by side.
 build etcd "${here}/etcd" go.etcd.io/etcd/server/v3 "-s -w" &
 etcd_pid=$!
-minor="${k8s_version#v1.}"
-minor="${minor%%.*}"
 k8s=("${out}/kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver")
 if [[ -n "${node_out}" ]]; then
   mkdir -p "${node_out}"
@@ -46,8 +46,14 @@ if [[ -n "${sim_out}" ]]; then
         "${sim_out}/kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler"
         "${sim_out}/kwok=sigs.k8s.io/kwok/cmd/kwok")
 fi
-gobuilds "${here}/kube-apiserver" \
-  "-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}" \
-  "${k8s[@]}"
+ldflags="$(k8s_ldflags "${here}/kube-apiserver")"
+if [[ -n "${helm_out}" ]]; then
+  mkdir -p "$(dirname "${helm_out}")"
+  k8s+=("$(cd "$(dirname "${helm_out}")" && pwd)/$(basename "${helm_out}")=helm.sh/helm/v3/cmd/helm")
+  # One go build links every binary with the same flags: helm's -X flags
+  # name its own packages, which the others do not have.
+  ldflags+=" $(helm_ldflags "${here}/kube-apiserver")"
+fi
+gobuilds "${here}/kube-apiserver" "${ldflags}" "${k8s[@]}"
 wait "${etcd_pid}"
 echo "${out}"

@@ -60,3 +60,22 @@ k8s_ldflags() {
   minor="${minor%%.*}"
   echo "-s -w -X k8s.io/component-base/version.gitVersion=${version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}"
 }
+
+# helm_ldflags <module dir>: the -X linker flags of helm built from the
+# module (helm.sh/helm/v3 at its version, with the module's Kubernetes
+# libraries): the version it reports and the Kubernetes version `helm template` and
+# `helm lint` assume by default, its client-go's, as Helm's own Makefile sets
+# them.
+helm_ldflags() {
+  local version k8s minor p flags
+  version="$(awk '$1 == "helm.sh/helm/v3" { print $2 } $2 == "helm.sh/helm/v3" { print $3 }' "$1/go.mod" | head -n1)"
+  k8s="$(awk '$1 == "k8s.io/kubernetes" { print $2 } $2 == "k8s.io/kubernetes" { print $3 }' "$1/go.mod" | head -n1)"
+  [[ -n "${version}" && -n "${k8s}" ]] || { echo "helm_ldflags: cannot read helm's and Kubernetes' versions in $1/go.mod" >&2; return 1; }
+  minor="${k8s#v1.}"
+  minor="${minor%%.*}"
+  flags="-X helm.sh/helm/v3/internal/version.version=${version}"
+  for p in chartutil lint/rules; do
+    flags+=" -X helm.sh/helm/v3/pkg/${p}.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/${p}.k8sVersionMinor=${minor}"
+  done
+  echo "${flags}"
+}

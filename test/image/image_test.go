@@ -284,7 +284,7 @@ func readDockerfile(t *testing.T) dockerfileContract {
 }
 
 // makefileBuildFlags returns the flags of the Makefile's build recipe, with
-// LDFLAGS expanded.
+// LDFLAGS and TOOL_GCFLAGS expanded.
 func makefileBuildFlags(t *testing.T) []string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(repoRoot, "Makefile"))
@@ -293,21 +293,23 @@ func makefileBuildFlags(t *testing.T) []string {
 	}
 	s := strings.ReplaceAll(string(data), "\\\n", " ")
 	ldflags := regexp.MustCompile(`(?m)^LDFLAGS :=(.*)$`).FindStringSubmatch(s)
+	gcflags := regexp.MustCompile(`(?m)^TOOL_GCFLAGS :=(.*)$`).FindStringSubmatch(s)
 	recipe := regexp.MustCompile(`(?m)^build:.*\n\t(.*)$`).FindStringSubmatch(s)
-	if ldflags == nil || recipe == nil {
-		t.Fatal("the Makefile has no LDFLAGS or build recipe")
+	if ldflags == nil || gcflags == nil || recipe == nil {
+		t.Fatal("the Makefile has no LDFLAGS, TOOL_GCFLAGS or build recipe")
 	}
-	return flagsOf(strings.ReplaceAll(recipe[1], "$(LDFLAGS)", ldflags[1]))
+	return flagsOf(strings.NewReplacer("$(LDFLAGS)", ldflags[1], "$(TOOL_GCFLAGS)", gcflags[1]).Replace(recipe[1]))
 }
 
 // flagsOf returns go build's flags as both files write them: CGO_ENABLED,
-// -trimpath, and -ldflags' -s, -w and -X names (their values are variables).
+// -trimpath, -gcflags, and -ldflags' -s, -w and -X names (their values are
+// variables).
 func flagsOf(cmd string) []string {
 	var out []string
 	fields := strings.Fields(strings.ReplaceAll(cmd, `"`, " "))
 	for i, f := range fields {
 		switch {
-		case strings.HasPrefix(f, "CGO_ENABLED="), f == "-trimpath", f == "-s", f == "-w":
+		case strings.HasPrefix(f, "CGO_ENABLED="), strings.HasPrefix(f, "-gcflags"), f == "-trimpath", f == "-s", f == "-w":
 			out = append(out, f)
 		case f == "-X" && i+1 < len(fields):
 			name, _, _ := strings.Cut(fields[i+1], "=")

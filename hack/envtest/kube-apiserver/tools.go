@@ -10,10 +10,17 @@
 //
 // kwok is built with these Kubernetes libraries, not its own go.mod's (a
 // minor older): one go build then compiles them once for the six binaries
-// (docs/performance.md, "Cold build").
+// (docs/performance.md, "Cold build"). So is helm (the chart tests' CLI,
+// hack/tools/helm.sh), whose Kubernetes libraries are the same minor.
+//
+// Where a module is also in endpoint-policy's own go.mod, its version here
+// is not lower: the packages both compile (k8s.io/api, client-go, ...) then
+// have the same dependencies, and `make build` (the same flags as this
+// module's builds) finds them compiled in the build cache.
 package tools
 
 import (
+	_ "helm.sh/helm/v3/cmd/helm"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
