@@ -176,7 +176,7 @@ $(NODE_ASSETS)/kubelet $(NODE_ASSETS)/kube-proxy: | $(ENVTEST_ASSETS)/kube-apise
 	hack/node/build.sh "$(NODE_ASSETS)"
 
 .PHONY: test-node
-test-node: envtest node node-tools ## The real-node suite (root, containerd, runc, CNI plugins: apt-get install containerd runc containernetworking-plugins): a kubelet and containerd on this machine.
+test-node: envtest sim node tools node-tools ## The real-node suite (root, containerd, runc, CNI plugins: apt-get install containerd runc containernetworking-plugins): a kubelet and containerd on this machine, the chart installed on it.
 	$(TEST_ENV) go test -count=1 -v ./test/node/
 
 .PHONY: sim

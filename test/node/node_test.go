@@ -1,7 +1,8 @@
 // Package node is the real-node suite: a kubelet built from the pinned
 // Kubernetes module and containerd from Debian, registered to an envtest
 // kube-apiserver, on this machine, with endpoint-policy serving admission
-// and the audit. It needs root, containerd, runc and the CNI plugins;
+// and the audit in the suite's process; one spec installs the chart on the
+// node too (hostnetwork_test.go). It needs root, containerd, runc and the CNI plugins;
 // ENDPOINT_POLICY_NODE_ASSETS names the directory with the kubelet (make
 // test-node and make test set it). Without them it skips, except under
 // CI=true. Everything it makes outside its temporary directory (cgroups,
@@ -71,6 +72,10 @@ var _ = BeforeSuite(func() {
 	api.Set("kubelet-preferred-address-types", "Hostname")
 	// kube-proxy runs privileged, as kubeadm runs it.
 	api.Set("allow-privileged", "true")
+	// Webhooks behind a Service are called at its endpoints' addresses (the
+	// node's, for the chart's install on the host network): there is no
+	// kube-proxy for the Service's cluster IP beside the API server.
+	api.Set("enable-aggregator-routing", "true")
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
@@ -109,6 +114,17 @@ func missingPrerequisites() string {
 	}
 	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
 		missing = append(missing, "the CNI plugins (/usr/lib/cni)")
+	}
+	for _, env := range []string{"HELM", "KUSTOMIZE"} {
+		if _, err := os.Stat(os.Getenv(env)); os.Getenv(env) == "" || err != nil {
+			missing = append(missing, env+" (the chart's install; make test builds it)")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(os.Getenv("ENDPOINT_POLICY_SIM_ASSETS"), "kube-controller-manager")); err != nil {
+		missing = append(missing, "kube-controller-manager in ENDPOINT_POLICY_SIM_ASSETS")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		missing = append(missing, "make (make image)")
 	}
 	if assets := os.Getenv("ENDPOINT_POLICY_NODE_ASSETS"); assets == "" {
 		missing = append(missing, "ENDPOINT_POLICY_NODE_ASSETS (the kubelet's directory)")
