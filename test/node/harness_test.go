@@ -3,11 +3,14 @@ package node
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -289,3 +292,76 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {nodefs.available: "1%%", imagefs.available: "1%%", memory.available: "100Mi"}
 `
+
+// passThrough is a TCP pass-through to the API server, as k0s's node-local
+// balancer (Envoy, TCP) is: the client's TLS session is the API server's.
+// Stop closes its listener and every connection, as a failed node would.
+type passThrough struct {
+	ln    net.Listener
+	to    string
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func startPassThrough(listen, to string) *passThrough {
+	GinkgoHelper()
+	ln, err := net.Listen("tcp", listen)
+	Expect(err).NotTo(HaveOccurred(), "listening on %s", listen)
+	p := &passThrough{ln: ln, to: to, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	DeferCleanup(p.Stop)
+	return p
+}
+
+func (p *passThrough) Addr() *net.TCPAddr { return p.ln.Addr().(*net.TCPAddr) }
+
+func (p *passThrough) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.to)
+		if err != nil {
+			_ = in.Close()
+			continue
+		}
+		if !p.track(in, out) {
+			return
+		}
+		for _, pair := range [][2]net.Conn{{in, out}, {out, in}} {
+			go func() {
+				_, _ = io.Copy(pair[0], pair[1])
+				_ = pair[0].Close()
+				_ = pair[1].Close()
+			}()
+		}
+	}
+}
+
+// track records the connections, or closes them when the pass-through has
+// stopped meanwhile.
+func (p *passThrough) track(conns ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		return false
+	}
+	for _, c := range conns {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *passThrough) Stop() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}

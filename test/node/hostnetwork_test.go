@@ -35,7 +35,7 @@ var _ = Describe("the webhook on the host network survives the CNI (the hostNetw
 		By("the image make image builds, imported into containerd")
 		importProductImage()
 
-		By("the scheduler and the controllers the chart's workloads and Service need: deployment, replicaset, daemonset, endpointslice, garbage collector, node lifecycle (the Ready node's not-ready taint)")
+		By("the scheduler and the controllers the chart's workloads and Service need: deployment, replicaset, daemonset, endpointslice, garbage collector, node lifecycle (the Ready node's not-ready taint), and the ServiceAccount ones")
 		startControllers()
 
 		By("only the chart's webhooks answer in this spec: the suite's own (the in-process server's) are taken out")
@@ -44,38 +44,7 @@ var _ = Describe("the webhook on the host network survives the CNI (the hostNetw
 		By("helm install of the chart: hostNetwork: true, the webhook on the node's address (webhook.bindAddress: hostIP)")
 		helmInstall(ctx)
 
-		By("its pod runs on the host network and is Ready; the Service's EndpointSlice has the node's address")
-		ip := nodeAddress(ctx)
-		Eventually(func(g Gomega) {
-			pods := &corev1.PodList{}
-			// The Deployment's pods (the agent's have no pod-template-hash).
-			g.Expect(k8s.List(ctx, pods, client.InNamespace(chartNamespace), client.HasLabels{"pod-template-hash"})).To(Succeed())
-			g.Expect(pods.Items).To(HaveLen(1))
-			p := pods.Items[0]
-			g.Expect(p.Spec.HostNetwork).To(BeTrue())
-			g.Expect(p.Status.PodIP).To(Equal(ip))
-			g.Expect(isReady(&p)).To(BeTrue(), "the server's pod Ready: %v", p.Status.Conditions)
-		}).WithTimeout(120*time.Second).WithPolling(time.Second).Should(Succeed(), podLogs)
-		Eventually(func(g Gomega) {
-			slices := &discoveryv1.EndpointSliceList{}
-			g.Expect(k8s.List(ctx, slices, client.InNamespace(chartNamespace), client.MatchingLabels{discoveryv1.LabelServiceName: chartRelease + "-webhook"})).To(Succeed())
-			// The node's address, ready, on the webhook's port: the
-			// controller's placeholder slice (no endpoints) aside.
-			var ready []string
-			for _, s := range slices.Items {
-				for _, e := range s.Endpoints {
-					if e.Conditions.Ready != nil && *e.Conditions.Ready {
-						for _, p := range s.Ports {
-							ready = append(ready, fmt.Sprintf("%s:%d", e.Addresses[0], *p.Port))
-						}
-					}
-				}
-			}
-			g.Expect(ready).To(ConsistOf(fmt.Sprintf("%s:%d", ip, chartWebhook)), "%+v", slices.Items)
-		}).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
-
-		By("admission answers through the Service: a kube-vip DaemonSet of an affected release is denied (Enforce)")
-		Eventually(kubeVIPDenial).WithArguments(ctx).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(ContainSubstring("kube-vip-ipvs-backends"))
+		chartAnswers(ctx)
 
 		By("a pod on the pod network brings up the CNI's bridge; the pod is deleted and the bridge removed")
 		removePodNetwork(ctx)
@@ -86,6 +55,45 @@ var _ = Describe("the webhook on the host network survives the CNI (the hostNetw
 		}
 	})
 })
+
+// chartAnswers waits until the chart's server answers admission: its pod
+// Ready on the host network, its Service's EndpointSlice at the node's
+// address, and a kube-vip DaemonSet of an affected release denied.
+func chartAnswers(ctx context.Context) {
+	GinkgoHelper()
+	By("its pod runs on the host network and is Ready; the Service's EndpointSlice has the node's address")
+	ip := nodeAddress(ctx)
+	Eventually(func(g Gomega) {
+		pods := &corev1.PodList{}
+		// The Deployment's pods (the agent's have no pod-template-hash).
+		g.Expect(k8s.List(ctx, pods, client.InNamespace(chartNamespace), client.HasLabels{"pod-template-hash"})).To(Succeed())
+		g.Expect(pods.Items).To(HaveLen(1))
+		p := pods.Items[0]
+		g.Expect(p.Spec.HostNetwork).To(BeTrue())
+		g.Expect(p.Status.PodIP).To(Equal(ip))
+		g.Expect(isReady(&p)).To(BeTrue(), "the server's pod Ready: %v", p.Status.Conditions)
+	}).WithTimeout(120*time.Second).WithPolling(time.Second).Should(Succeed(), podLogs)
+	Eventually(func(g Gomega) {
+		slices := &discoveryv1.EndpointSliceList{}
+		g.Expect(k8s.List(ctx, slices, client.InNamespace(chartNamespace), client.MatchingLabels{discoveryv1.LabelServiceName: chartRelease + "-webhook"})).To(Succeed())
+		// The node's address, ready, on the webhook's port: the
+		// controller's placeholder slice (no endpoints) aside.
+		var ready []string
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready {
+					for _, p := range s.Ports {
+						ready = append(ready, fmt.Sprintf("%s:%d", e.Addresses[0], *p.Port))
+					}
+				}
+			}
+		}
+		g.Expect(ready).To(ConsistOf(fmt.Sprintf("%s:%d", ip, chartWebhook)), "%+v", slices.Items)
+	}).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
+
+	By("admission answers through the Service: a kube-vip DaemonSet of an affected release is denied (Enforce)")
+	Eventually(kubeVIPDenial).WithArguments(ctx).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(ContainSubstring("kube-vip-ipvs-backends"))
+}
 
 // importProductImage builds the product's image with make image, as a user
 // does, and imports it into the node's containerd.
@@ -102,12 +110,16 @@ func importProductImage() {
 // startControllers runs kube-scheduler and kube-controller-manager (the
 // simulated cluster's, from the same module) with the controllers that turn
 // the chart's Deployment and the agent's DaemonSet into pods on the node and
-// its Service into an EndpointSlice, until the spec ends.
+// its Service into an EndpointSlice, and that give every namespace its
+// default ServiceAccount and kube-root-ca.crt (a client's token and CA),
+// until the spec ends.
 func startControllers() {
 	GinkgoHelper()
 	kubeconfig := "--kubeconfig=" + filepath.Join(node.dir, "kubeconfig")
 	kcm := node.start("kube-controller-manager", filepath.Join(os.Getenv("ENDPOINT_POLICY_SIM_ASSETS"), "kube-controller-manager"), kubeconfig,
-		"--controllers=deployment,replicaset,daemonset,endpointslice-controller,garbage-collector-controller,node-lifecycle-controller",
+		"--controllers=deployment,replicaset,daemonset,endpointslice-controller,garbage-collector-controller,node-lifecycle-controller,"+
+			"serviceaccount-controller,root-ca-certificate-publisher-controller",
+		"--root-ca-file="+caFile,
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false")
 	DeferCleanup(func() { stopProcess(kcm) })
 	scheduler := node.start("kube-scheduler", filepath.Join(os.Getenv("ENDPOINT_POLICY_SIM_ASSETS"), "kube-scheduler"), kubeconfig,
@@ -153,7 +165,7 @@ func withoutSuiteWebhooks(ctx context.Context) {
 // Everything else is the chart's: the Deployment on the host network, its
 // Service, the webhook configurations with the CA the chart generates, the
 // RBAC, the configuration.
-func helmInstall(ctx context.Context) {
+func helmInstall(ctx context.Context, values ...string) {
 	GinkgoHelper()
 	dir := filepath.Join(node.dir, "helm")
 	Expect(os.MkdirAll(dir, 0o750)).To(Succeed())
@@ -179,6 +191,9 @@ func helmInstall(ctx context.Context) {
 		// No cert-manager here: the chart's own CA and serving certificate.
 		"certManager.enabled=false",
 	} {
+		args = append(args, "--set", v)
+	}
+	for _, v := range values {
 		args = append(args, "--set", v)
 	}
 	out, err := exec.Command(os.Getenv("HELM"), args...).CombinedOutput()

@@ -12,7 +12,9 @@ package node
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +30,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -49,6 +53,9 @@ var (
 	testEnv *envtest.Environment
 	k8s     client.Client
 	node    *realNode
+	// caFile is the cluster CA's certificate (kube-controller-manager's
+	// --root-ca-file).
+	caFile string
 )
 
 var _ = BeforeSuite(func() {
@@ -65,7 +72,10 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "charts", "endpoint-policy", "files", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
-	api := testEnv.ControlPlane.GetAPIServer().Configure()
+	apiServer := testEnv.ControlPlane.GetAPIServer()
+	apiServer.CertDir = GinkgoT().TempDir()
+	apiServer.CA, caFile = apiServerCerts(apiServer.CertDir)
+	api := apiServer.Configure()
 	// The API server's address is loopback: no endpoint reconciler (it
 	// refuses loopback), and the kubelet is reached by its name.
 	api.Set("endpoint-reconciler-type", "none")
@@ -99,6 +109,33 @@ var _ = BeforeSuite(func() {
 		g.Expect(ready).To(BeTrue(), "node conditions: %v", n.Status.Conditions)
 	}).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
 })
+
+// apiServerCerts writes the API server's serving certificate and key, and
+// its ServiceAccount signing key, into envtest's certificate directory,
+// which it then uses as they are, and returns the CA's certificate and its
+// file. envtest's own names localhost and 127.0.0.1; this one 127.0.0.2
+// too: the "control-plane node" a pinned client dials (rewrite_test.go),
+// whose certificate names its address, as a real one's does.
+func apiServerCerts(dir string) ([]byte, string) {
+	GinkgoHelper()
+	certs, key, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("127.0.0.2")}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	// The serving certificate, then the CA's.
+	_, rest := pem.Decode(certs)
+	ca, _ := pem.Decode(rest)
+	Expect(ca).NotTo(BeNil(), "the CA's certificate after the serving one")
+	caPEM := pem.EncodeToMemory(ca)
+	saKey, err := keyutil.MakeEllipticPrivateKeyPEM()
+	Expect(err).NotTo(HaveOccurred())
+	for name, data := range map[string][]byte{
+		"apiserver.crt": certs, "apiserver.key": key, "ca.crt": caPEM,
+		// --service-account-key-file takes the private key as well.
+		"sa-signer.key": saKey, "sa-signer.crt": saKey,
+	} {
+		Expect(os.WriteFile(filepath.Join(dir, name), data, 0o600)).To(Succeed())
+	}
+	return caPEM, filepath.Join(dir, "ca.crt")
+}
 
 // missingPrerequisites names what the real node needs and this machine
 // lacks, "" when nothing.
