@@ -994,6 +994,33 @@ func TestAgent(t *testing.T) {
 	}
 }
 
+// TestGoMemoryLimit: the server's and the agent's GOMEMLIMIT are their
+// containers' memory limits, read by the downward API, so that the garbage
+// collector works harder near the limit instead of the pod being OOM-killed.
+func TestGoMemoryLimit(t *testing.T) {
+	m := render(t, "--set", "resources.limits.memory=300Mi")
+	_, server := deployment(t, m, release)
+	ds := &appsv1.DaemonSet{}
+	typed(t, m.find(t, "DaemonSet", release+"-agent"), ds)
+	for _, c := range []corev1.Container{server, ds.Spec.Template.Spec.Containers[0]} {
+		var ref *corev1.ResourceFieldSelector
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" && e.ValueFrom != nil {
+				ref = e.ValueFrom.ResourceFieldRef
+			}
+		}
+		if ref == nil || ref.ContainerName != c.Name || ref.Resource != "limits.memory" {
+			t.Errorf("container %s: GOMEMLIMIT from %+v, want its own limits.memory", c.Name, ref)
+		}
+		if c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("container %s has no memory limit for GOMEMLIMIT", c.Name)
+		}
+	}
+	if got := server.Resources.Limits.Memory().String(); got != "300Mi" {
+		t.Errorf("the server's memory limit %s, want the value's 300Mi", got)
+	}
+}
+
 // AKS's Admissions Enforcer excludes kube-system from every webhook's
 // namespaceSelector unless the configuration opts out: kube-system's
 // hostNetwork pods are the ones host-network-endpoint is for.
