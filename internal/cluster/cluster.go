@@ -10,14 +10,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,34 +37,6 @@ func CacheOptions() cache.Options {
 			&corev1.Namespace{}: {Transform: stripNamespace},
 		},
 	}
-}
-
-// NewLeaseInformer returns an informer on the node agents' Leases in
-// namespace, the release namespace. It is not part of the manager's cache on
-// purpose: the manager starts nothing until every informer of its cache has
-// synced, and Leases that cannot be listed (RBAC from an older chart) must
-// cost host-network-endpoint its rewrites (no node is verified), not stop
-// the kube-proxy controller, the audit and the other policies. Run it with
-// LeaseInformerRunnable.
-func NewLeaseInformer(clients kubernetes.Interface, namespace string) toolscache.SharedIndexInformer {
-	lw := &toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			opts.LabelSelector = hostnetwork.AgentLeaseSelector().String()
-			return clients.CoordinationV1().Leases(namespace).List(ctx, opts)
-		},
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			opts.LabelSelector = hostnetwork.AgentLeaseSelector().String()
-			return clients.CoordinationV1().Leases(namespace).Watch(ctx, opts)
-		},
-	}
-	inf := toolscache.NewSharedIndexInformer(lw, &coordinationv1.Lease{}, 0, toolscache.Indexers{})
-	_ = inf.SetTransform(func(obj any) (any, error) {
-		if l, ok := obj.(*coordinationv1.Lease); ok {
-			l.ManagedFields = nil
-		}
-		return obj, nil
-	})
-	return inf
 }
 
 // LeaseInformerRunnable runs inf as a manager.Runnable on every replica.
@@ -156,8 +123,8 @@ func NewView(ctx context.Context, c cache.Cache, leases toolscache.SharedIndexIn
 		return nil, fmt.Errorf("node informer: %w", err)
 	}
 	setLease := func(obj any) {
-		if l, ok := obj.(*coordinationv1.Lease); ok {
-			if err := v.SetLease(l); err != nil {
+		if l, ok := obj.(*ParsedLease); ok {
+			if err := v.SetReport(l.Name, l.Report, l.Expires, l.Err); err != nil {
 				log.Error(err, "Ignoring a node agent Lease")
 			}
 		}
@@ -166,7 +133,7 @@ func NewView(ctx context.Context, c cache.Cache, leases toolscache.SharedIndexIn
 		AddFunc:    setLease,
 		UpdateFunc: func(_, obj any) { setLease(obj) },
 		DeleteFunc: func(obj any) {
-			if l, ok := tombstoned[*coordinationv1.Lease](obj); ok {
+			if l, ok := tombstoned[*ParsedLease](obj); ok {
 				v.DeleteLease(l.Name)
 			}
 		},

@@ -77,24 +77,30 @@ func (e *Endpoints) DeleteNode(name string) {
 // it carried before).
 func (e *Endpoints) SetLease(l *coordinationv1.Lease) error {
 	r, expires, err := hostnetwork.ReportOf(l)
+	return e.SetReport(l.Name, r, expires, err)
+}
+
+// SetReport is SetLease with the Lease named lease already read: its report
+// and expiry, or the error reading it (ParseLease).
+func (e *Endpoints) SetReport(lease string, r hostnetwork.Report, expires time.Time, err error) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err != nil {
-		e.forgetLease(l.Name)
+		e.forgetLease(lease)
 		return err
 	}
-	if old, ok := e.reports[r.Node]; ok && old.lease != l.Name {
+	if old, ok := e.reports[r.Node]; ok && old.lease != lease {
 		// Another Lease claims the node; the newest report wins.
 		if old.report.RenewTime.After(r.RenewTime) {
 			return nil
 		}
 	}
-	e.forgetLease(l.Name) // the Lease may have named another node before
+	e.forgetLease(lease) // the Lease may have named another node before
 	if old, ok := e.reports[r.Node]; ok {
 		delete(e.byLease, old.lease)
 	}
-	e.reports[r.Node] = leaseReport{lease: l.Name, report: r, expires: expires}
-	e.byLease[l.Name] = r.Node
+	e.reports[r.Node] = leaseReport{lease: lease, report: r, expires: expires}
+	e.byLease[lease] = r.Node
 	e.regroup(r.Node, e.now())
 	return nil
 }
