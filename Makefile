@@ -162,7 +162,7 @@ bench-scale: envtest sim build ## endpoint-policy in a simulated cluster of SCAL
 	@echo "make bench-scale: report in $(BENCH_DIR)/scale.md"
 
 .PHONY: envtest
-envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd (and the simulated cluster's kube-controller-manager, kube-scheduler and kwok, in the same go build) from Go modules into bin/ (once).
+envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd from Go modules into bin/ (once); in the same go build, the simulated cluster's kube-controller-manager, kube-scheduler and kwok, the real node's kubelet and kube-proxy, and helm.
 
 $(ENVTEST_ASSETS)/kube-apiserver:
 	hack/envtest/build.sh "$(ENVTEST_ASSETS)" "$(SIM_ASSETS)" "$(NODE_ASSETS)" "$(HELM)"
