@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -276,14 +277,14 @@ func removePodNetwork(ctx context.Context) {
 	}).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
 	Expect(k8s.Delete(ctx, pod)).To(Succeed())
 	Eventually(func() bool {
-		err := k8s.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
-		return client.IgnoreNotFound(err) == nil && err != nil
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{}))
 	}).WithTimeout(60*time.Second).WithPolling(time.Second).Should(BeTrue(), "the pod-network pod deleted")
 	run("ip", "link", "delete", cniBridge)
 	out, err := exec.Command("ip", "link", "show", cniBridge).CombinedOutput()
 	Expect(err).To(HaveOccurred(), "the bridge is gone: %s", out)
 }
 
+// isReady says whether p's Ready condition is true.
 func isReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {

@@ -37,12 +37,7 @@ var _ = Describe("kube-proxy on a node being deleted (KEP-3836, Gardener #11858)
 		ready := func(g Gomega) bool {
 			p := &corev1.Pod{}
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), p)).To(Succeed())
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady {
-					return c.Status == corev1.ConditionTrue
-				}
-			}
-			return false
+			return isReady(p)
 		}
 		By("kube-proxy runs and is ready")
 		Eventually(ready).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(BeTrue())
