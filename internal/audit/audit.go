@@ -20,8 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -147,7 +145,7 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 			return nil, err
 		}
 	}
-	pods, err := podClient(mgr)
+	pods, err := newAPIPods(mgr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
@@ -173,6 +171,7 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 
 		reportingController: o.ReportingController,
 	}
+	a.pods.skip = a.skipPod
 	for _, id := range o.Skip {
 		a.skip[id] = true
 	}
@@ -307,15 +306,6 @@ func (a *Audit) watchKind(ctrl controller.TypedController[Key], kindName string,
 // podPageSize is how many pods a sweep reads at a time, and about how many
 // wait in memory to be audited.
 const podPageSize = 500
-
-// podClient returns a client of pods that speaks protobuf: a third of the
-// CPU of JSON to decode (docs/performance.md).
-func podClient(mgr manager.Manager) (corev1client.PodsGetter, error) {
-	cfg := rest.CopyConfig(mgr.GetConfig())
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	return corev1client.NewForConfigAndClient(cfg, mgr.GetHTTPClient())
-}
 
 // apiServerKeys returns the kube-apiserver pods of the manager's cache
 // (label-selected), those on node only unless node is "".

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -20,9 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	toolscache "k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -35,8 +33,11 @@ var hostNetworkPods = fields.OneTermEqualSelector("spec.hostNetwork", "true").St
 // page to be audited before it reads the next: memory stays bounded by the
 // page size, not by the number of pods.
 type podFeed struct {
-	pods     corev1client.PodsGetter
+	pods     podSource
 	pageSize int64
+	// skip, when set, says that a change of the pod can be dropped unseen
+	// (Audit.skipPod): it is neither decoded nor audited.
+	skip func(context.Context, types.NamespacedName) bool
 
 	mu    sync.Mutex
 	inbox map[types.NamespacedName]*corev1.Pod // nil: deleted
@@ -46,7 +47,7 @@ type podFeed struct {
 	taken chan struct{} // signalled when the inbox shrinks
 }
 
-func newPodFeed(pods corev1client.PodsGetter, pageSize int64) *podFeed {
+func newPodFeed(pods podSource, pageSize int64) *podFeed {
 	return &podFeed{
 		pods:     pods,
 		pageSize: pageSize,
@@ -126,6 +127,18 @@ func (f *podFeed) depart(name types.NamespacedName) {
 	f.inbox[name] = nil
 }
 
+// note records the resourceVersion of a pod that is not audited (skip); ""
+// records that it was deleted.
+func (f *podFeed) note(name types.NamespacedName, resourceVersion string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if resourceVersion == "" {
+		delete(f.known, name)
+	} else {
+		f.known[name] = resourceVersion
+	}
+}
+
 // waitBelow waits until at most n pods wait in the inbox.
 func (f *podFeed) waitBelow(ctx context.Context, n int) error {
 	for {
@@ -160,7 +173,7 @@ func (f *podFeed) sweep(ctx context.Context, full bool, enqueue func(types.Names
 	}
 	opts := metav1.ListOptions{FieldSelector: hostNetworkPods, Limit: f.pageSize}
 	for {
-		list, err := f.pods.Pods(metav1.NamespaceAll).List(ctx, opts)
+		list, err := f.pods.list(ctx, opts)
 		if err != nil {
 			return "", fmt.Errorf("listing hostNetwork pods: %w", err)
 		}
@@ -207,43 +220,86 @@ func (f *podFeed) sweep(ctx context.Context, full bool, enqueue func(types.Names
 var errExpired = errors.New("watch expired")
 
 // watch hands every change from resourceVersion on to enqueue, until ctx
-// ends or the watch cannot go on (errExpired).
+// ends or the watch cannot go on (errExpired). A watch the API server ends
+// is followed by the next, from the last resourceVersion seen.
 func (f *podFeed) watch(ctx context.Context, resourceVersion string, enqueue func(types.NamespacedName)) error {
-	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-		opts.FieldSelector = hostNetworkPods
-		return f.pods.Pods(metav1.NamespaceAll).Watch(ctx, opts)
-	}}
-	w, err := watchtools.NewRetryWatcherWithContext(ctx, resourceVersion, lw)
+	log := logf.FromContext(ctx).WithName(Name)
+	backoff := watchBackoff()
+	for ctx.Err() == nil {
+		s, err := f.pods.watch(ctx, resourceVersion)
+		events := 0
+		if err == nil {
+			resourceVersion, events, err = f.follow(ctx, s, resourceVersion, enqueue)
+			_ = s.Close()
+		}
+		if events > 0 {
+			backoff = watchBackoff()
+		}
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, errExpired), apierrors.IsResourceExpired(err), apierrors.IsGone(err):
+			return fmt.Errorf("%w: %w", errExpired, err)
+		case errors.Is(err, io.EOF) && events > 0:
+			// The API server ended the watch (its timeout): the next one.
+		default:
+			if err == nil || errors.Is(err, io.EOF) {
+				err = errors.New("the API server ended the watch before any event")
+			}
+			log.Error(err, "Watching the hostNetwork pods; watching again")
+			sleep(ctx, backoff.Step())
+		}
+	}
+	return ctx.Err()
+}
+
+func watchBackoff() wait.Backoff {
+	return wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second}
+}
+
+// follow hands on the events of s until it ends, and returns the last
+// resourceVersion seen and how many events it read.
+func (f *podFeed) follow(ctx context.Context, s podStream, resourceVersion string, enqueue func(types.NamespacedName)) (string, int, error) {
+	for events := 0; ; events++ {
+		ev, err := s.next()
+		if err != nil {
+			return resourceVersion, events, err
+		}
+		switch ev.Type {
+		case watch.Error:
+			return resourceVersion, events, fmt.Errorf("%w: %w", errExpired, apierrors.FromObject(ev.Status))
+		case watch.Added, watch.Modified:
+			if err := f.changed(ctx, &ev, enqueue); err != nil {
+				return resourceVersion, events, err
+			}
+		case watch.Deleted:
+			name := types.NamespacedName{Namespace: ev.Namespace, Name: ev.Name}
+			if f.skip != nil && f.skip(ctx, name) {
+				f.note(name, "")
+			} else {
+				f.depart(name)
+				enqueue(name)
+			}
+		}
+		resourceVersion = ev.ResourceVersion
+	}
+}
+
+// changed hands on a pod that was created or changed, decoded, unless skip
+// drops it.
+func (f *podFeed) changed(ctx context.Context, ev *podEvent, enqueue func(types.NamespacedName)) error {
+	name := types.NamespacedName{Namespace: ev.Namespace, Name: ev.Name}
+	if f.skip != nil && f.skip(ctx, name) {
+		f.note(name, ev.ResourceVersion)
+		return nil
+	}
+	p, err := ev.decodePod()
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return errExpired
-			}
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				if p, ok := ev.Object.(*corev1.Pod); ok {
-					_, _ = slim(p)
-					f.arrive(p, false)
-					enqueue(types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
-				}
-			case watch.Deleted:
-				if p, ok := ev.Object.(*corev1.Pod); ok {
-					name := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
-					f.depart(name)
-					enqueue(name)
-				}
-			case watch.Error:
-				return fmt.Errorf("%w: %w", errExpired, apierrors.FromObject(ev.Object))
-			}
-		}
-	}
+	_, _ = slim(p)
+	f.arrive(p, false)
+	enqueue(name)
+	return nil
 }
 
 // run sweeps, then watches; again after the watch expires. started is
@@ -253,7 +309,7 @@ func (f *podFeed) watch(ctx context.Context, resourceVersion string, enqueue fun
 func (f *podFeed) run(ctx context.Context, enqueue func(types.NamespacedName), started func(types.NamespacedName),
 	swept func(), resweep <-chan struct{}) {
 	log := logf.FromContext(ctx).WithName(Name)
-	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second}
+	backoff := watchBackoff()
 	first := true
 	watching := make(chan struct{})
 	go f.resweeps(ctx, watching, resweep, enqueue)
@@ -270,7 +326,7 @@ func (f *podFeed) run(ctx context.Context, enqueue func(types.NamespacedName), s
 			}
 			continue
 		}
-		backoff = wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second}
+		backoff = watchBackoff()
 		if first {
 			first = false
 			swept()

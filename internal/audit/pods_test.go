@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -16,24 +17,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
-// fakePods serves List in pages from pods and Watch from the watchers the
-// test hands it, and records the options of every call.
+// fakePods serves List in pages from pods and watches from the watchers the
+// test hands it, and records the options of every list.
 type fakePods struct {
-	corev1client.PodInterface // not called
-
 	mu       sync.Mutex
 	pods     []corev1.Pod
 	rv       int
 	lists    []metav1.ListOptions
-	watchers chan *watch.RaceFreeFakeWatcher
+	watchers chan *fakeWatch
 }
 
-func (f *fakePods) Pods(string) corev1client.PodInterface { return f }
-
-func (f *fakePods) List(_ context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+func (f *fakePods) list(_ context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists = append(f.lists, opts)
@@ -50,10 +46,17 @@ func (f *fakePods) List(_ context.Context, opts metav1.ListOptions) (*corev1.Pod
 	return list, nil
 }
 
-func (f *fakePods) Watch(context.Context, metav1.ListOptions) (watch.Interface, error) {
-	w := watch.NewRaceFreeFake()
-	f.watchers <- w
-	return w, nil
+// watch returns a watch in the API server's protobuf stream format, whose
+// events the test writes (fakeWatch).
+func (f *fakePods) watch(ctx context.Context, resourceVersion string) (podStream, error) {
+	r, w := io.Pipe()
+	// As an HTTP response's body, it ends with the request's context.
+	go func() {
+		<-ctx.Done()
+		_ = r.CloseWithError(ctx.Err())
+	}()
+	f.watchers <- &fakeWatch{w: w, from: resourceVersion}
+	return newProtobufStream(r), nil
 }
 
 func testPod(name, rv string) corev1.Pod {
@@ -104,7 +107,7 @@ func TestPodFeed(t *testing.T) {
 		t.Helper()
 		g.Eventually(cond).WithTimeout(10*time.Second).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(), what)
 	}
-	api := &fakePods{watchers: make(chan *watch.RaceFreeFakeWatcher, 4), rv: 10}
+	api := &fakePods{watchers: make(chan *fakeWatch, 4), rv: 10}
 	for i := range 7 {
 		api.pods = append(api.pods, testPod(fmt.Sprintf("p%d", i), "1"))
 	}
@@ -145,8 +148,11 @@ func TestPodFeed(t *testing.T) {
 	}
 
 	p := testPod("p1", "2")
-	w.Modify(&p)
-	w.Delete(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "p2", ResourceVersion: "3"}})
+	if w.from != "10" {
+		t.Errorf("watched from resourceVersion %q, want the list's 10", w.from)
+	}
+	w.send(t, watch.Modified, &p)
+	w.send(t, watch.Deleted, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "p2", ResourceVersion: "3"}})
 	eventually("the watched change and deletion", func() bool {
 		got := a.snapshot()
 		return got["p1"] == "2" && got["p2"] == ""
@@ -175,7 +181,7 @@ func TestPodFeed(t *testing.T) {
 	api.pods = slices.DeleteFunc(api.pods, func(p corev1.Pod) bool { return p.Name == "p2" || p.Name == "p3" })
 	api.pods[1] = testPod("p1", "4")
 	api.mu.Unlock()
-	w.Error(&apierrors.NewResourceExpired("too old").ErrStatus)
+	w.send(t, watch.Error, &apierrors.NewResourceExpired("too old").ErrStatus)
 	<-api.watchers
 	eventually("the full sweep after the watch expired", func() bool {
 		got := a.snapshot()

@@ -172,6 +172,18 @@ func (a *Audit) pod(ctx context.Context, name types.NamespacedName) (*corev1.Pod
 	return p, arrived, nil
 }
 
+// skipPod reports whether the pod feed can drop a change of the pod name
+// unseen: no policy applies in its namespace (policy.Engine.SkipsNamespace)
+// and the audit holds no result of it to clear. A namespace not (yet) in
+// the cache is not skipped.
+func (a *Audit) skipPod(ctx context.Context, name types.NamespacedName) bool {
+	labels, err := cluster.NamespaceLabels(ctx, a.namespaces, name.Namespace)
+	if err != nil || !a.engine.Load().SkipsNamespace(labels) {
+		return false
+	}
+	return !a.state.has(Key{Kind: kinds.Pod.GVK.Kind, NamespacedName: name})
+}
+
 // readerFor returns the cache that holds k: the ConfigMap's own, or the
 // workloads'. A ConfigMap the audit does not read reads as not found.
 func (a *Audit) readerFor(k Key) client.Reader {

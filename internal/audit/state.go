@@ -152,6 +152,14 @@ func changed(old *entry, ref *objectRef, violations []violation, passes int) boo
 	return ref == nil || *ref != old.ref || old.passes != passes || !slices.EqualFunc(old.violations, violations, violation.same)
 }
 
+// has reports whether the state holds a result of k.
+func (s *state) has(k Key) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.byNamespace[k.Namespace][k]
+	return ok
+}
+
 // store puts k's entry, or removes it when k is gone or has no result.
 func (s *state) store(k Key, ref *objectRef, violations []violation, passes int) {
 	ns := s.byNamespace[k.Namespace]

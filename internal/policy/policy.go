@@ -226,7 +226,8 @@ func NewEngine(rules []Rule, modes map[ID]Mode) (*Engine, error) {
 
 // Evaluate runs every enabled rule against t. Every enabled rule that applies
 // to t has a Result, with no findings when t complies, so that front-ends can
-// count "allow".
+// count "allow". An excluded object (ExcludeLabel on it or on its namespace)
+// has none: no rule applies to it.
 func (e *Engine) Evaluate(t Target) []Result {
 	return e.evaluate(t, func(Effect) bool { return true })
 }
@@ -242,6 +243,9 @@ func (e *Engine) EvaluateEffect(t Target, ef Effect) []Result {
 // a single policy (the kube-proxy controller). ok is false when the engine
 // does not run the policy (Disabled) or the policy does not apply to t.
 func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
+	if Excluded(t.Object, t.NamespaceLabels) {
+		return Result{}, false
+	}
 	for _, r := range e.rules {
 		if r.ID() != id {
 			continue
@@ -258,6 +262,9 @@ func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
 }
 
 func (e *Engine) evaluate(t Target, include func(Effect) bool) []Result {
+	if Excluded(t.Object, t.NamespaceLabels) {
+		return nil
+	}
 	var results []Result
 	for _, r := range e.rules {
 		if !include(r.Effect()) {
@@ -272,6 +279,14 @@ func (e *Engine) evaluate(t Target, include func(Effect) bool) []Result {
 		results = append(results, res)
 	}
 	return results
+}
+
+// SkipsNamespace reports whether the engine has no result for any object in
+// a namespace with these labels: one that carries ExcludeLabel=true. A
+// front-end that watches many objects can drop theirs before decoding them
+// (the audit's pod feed).
+func (e *Engine) SkipsNamespace(namespaceLabels map[string]string) bool {
+	return namespaceLabels[ExcludeLabel] == "true"
 }
 
 // Mode returns the effective mode of the policy id, Disabled when the engine

@@ -167,6 +167,40 @@ func TestEngineEvaluatePolicy(t *testing.T) {
 	}
 }
 
+// The engine has no result for an excluded object, whatever its rules do
+// (fakeRule does not look at the label), and says which namespaces it skips.
+func TestEngineExcluded(t *testing.T) {
+	e, err := policy.NewEngine([]policy.Rule{fakeRule{id: "a"}}, map[policy.ID]policy.Mode{"a": policy.Enforce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	excluded := map[string]string{policy.ExcludeLabel: "true"}
+	tests := []struct {
+		name                    string
+		podLabels, namespace    map[string]string
+		wantResults, wantSkipNS bool
+	}{
+		{name: "neither", wantResults: true},
+		{name: "the pod excluded", podLabels: excluded},
+		{name: "its namespace excluded", namespace: excluded, wantSkipNS: true},
+		{name: "the label set to something else", namespace: map[string]string{policy.ExcludeLabel: "false"}, wantResults: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			target := policy.Target{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bad", Labels: tt.podLabels}}, NamespaceLabels: tt.namespace}
+			if got := e.Evaluate(target); (len(got) > 0) != tt.wantResults {
+				t.Errorf("Evaluate = %v, want results: %v", got, tt.wantResults)
+			}
+			if _, ok := e.EvaluatePolicy(target, "a"); ok != tt.wantResults {
+				t.Errorf("EvaluatePolicy applies = %v, want %v", ok, tt.wantResults)
+			}
+			if got := e.SkipsNamespace(tt.namespace); got != tt.wantSkipNS {
+				t.Errorf("SkipsNamespace = %v, want %v", got, tt.wantSkipNS)
+			}
+		})
+	}
+}
+
 func TestEscapePointer(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain":                       "plain",

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -213,4 +214,45 @@ func machine() string {
 	}
 	out, _ := exec.Command("go", "version").Output()
 	return fmt.Sprintf("%s, %d CPUs visible; %s", cpu, runtime.NumCPU(), strings.TrimSpace(string(out)))
+}
+
+// saveProfile fetches pprof's profile kind from the /debug/pprof server at
+// addr into the bench directory as name, in the background; the channel is
+// closed when it is written (or the bench directory is not set).
+func saveProfile(addr, kind, name string) <-chan struct{} {
+	done := make(chan struct{})
+	dir := os.Getenv(BenchDirEnv)
+	if dir == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		resp, err := http.Get("http://" + addr + "/debug/pprof/" + kind)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		b, err := io.ReadAll(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.MkdirAll(dir, 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(dir, name), b, 0o644)).To(Succeed())
+	}()
+	return done
+}
+
+// untilIdle waits until process pid uses less than 2% of a CPU over a
+// quarter of a second: it has handled what it was sent.
+func untilIdle(pid int) {
+	GinkgoHelper()
+	last, at := procCPU(pid), time.Now()
+	Eventually(func() float64 {
+		now, t := procCPU(pid), time.Now()
+		if t.Sub(at) < 200*time.Millisecond {
+			return 1 // too short to tell
+		}
+		share := float64(now-last) / float64(t.Sub(at))
+		last, at = now, t
+		return share
+	}).WithTimeout(time.Minute).WithPolling(250*time.Millisecond).Should(BeNumerically("<", 0.02), "the process's share of a CPU")
 }

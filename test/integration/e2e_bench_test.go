@@ -53,10 +53,11 @@ const mapApplyConfiguration = `Object{
 // see the same machine at the same moment. Every namespace but the single
 // replica's is excluded from the background audit
 // (endpoint-policy.io/exclude), which would otherwise report the
-// baseline's pods; its watch still decodes every namespace's hostNetwork
-// pods, five per pod it admits, so its CPU per pod is an upper bound. The
-// latency is the client's, per create; e2eRounds rounds at concurrency 1
-// and 8.
+// baseline's pods; its watch still sees every namespace's hostNetwork pods
+// created and deleted, ten events per pod it admits. Each round ends with
+// the pods' deletion and waits until the single replica is idle: the CPU
+// counted is a pod's whole life. The latency is the client's, per create;
+// e2eRounds rounds at concurrency 1 and 8.
 var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 	const singleReplica = "endpoint-policy single replica"
 	const (
@@ -71,7 +72,8 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 		// A follower, as every replica but the leader is: admission only; the
 		// suite's server holds the lease and runs the controllers.
 		ours := launchReplica("e2e", "", newFileLog("server.log"), []string{"--leader-elect", "--leader-election-namespace=" + serverNamespace})
-		single := launchReplica("e2e-single", "", newFileLog("single.log"), nil)
+		singlePprof := freeAddr()
+		single := launchReplica("e2e-single", "", newFileLog("single.log"), []string{"--pprof-bind-address=" + singlePprof})
 		minimal := startMinimalWebhook()
 
 		cfg := rest.CopyConfig(restConfig)
@@ -102,9 +104,19 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 				concurrency int
 			}
 			p50, p99 := map[key]spread{}, map[key]spread{}
-			cpu := map[key]spread{}
+			cpu, cpuCreates := map[key]spread{}, map[key]spread{}
 			pids := map[string]int{"endpoint-policy": ours.cmd.Process.Pid, singleReplica: single.cmd.Process.Pid, "minimal webhook": minimal.cmd.Process.Pid}
+			deleteAndSettle := func() {
+				for _, ns := range namespaces {
+					Expect(c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
+				}
+				untilIdle(single.cmd.Process.Pid)
+			}
 			createInterleaved(ctx, c, namespaces, 1, warmUp)
+			deleteAndSettle()
+			// The single replica's CPU profile over the first round's two
+			// concurrencies, beside the report (docs/performance.md).
+			profiled := saveProfile(singlePprof, "profile?seconds=20", "e2e-single-cpu.pprof")
 			for round := range e2eRounds {
 				for _, concurrency := range []int{1, 8} {
 					cpu0 := map[string]time.Duration{}
@@ -112,21 +124,29 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 						cpu0[name] = procCPU(pid)
 					}
 					lat := createInterleaved(ctx, c, namespaces, concurrency, perConfig/concurrency)
+					afterCreates := map[string]time.Duration{}
+					for name, pid := range pids {
+						afterCreates[name] = procCPU(pid)
+					}
+					// A pod's cost to the single replica ends with its
+					// deletion, which its watch sees too: delete them within
+					// the round, and wait until it has caught up.
+					deleteAndSettle()
 					for i, name := range configs {
 						k := key{name, concurrency}
 						p50[k] = append(p50[k], percentile(lat[i], 0.50))
 						p99[k] = append(p99[k], percentile(lat[i], 0.99))
 						if pid, ok := pids[name]; ok {
-							cpu[k] = append(cpu[k], float64((procCPU(pid)-cpu0[name]).Microseconds())/float64(len(lat[i])))
+							perPod := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(len(lat[i])) }
+							cpu[k] = append(cpu[k], perPod(procCPU(pid)-cpu0[name]))
+							cpuCreates[k] = append(cpuCreates[k], perPod(afterCreates[name]-cpu0[name]))
 						}
 					}
-				}
-				for _, ns := range namespaces {
-					Expect(c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
 				}
 				GinkgoWriter.Printf("round %d done\n", round+1)
 			}
 
+			Eventually(profiled).WithTimeout(time.Minute).Should(BeClosed())
 			// RSS after the run, as a user's replicas are after a rollout:
 			// the single replica has audited every pod it admitted.
 			rss := map[string]float64{}
@@ -136,10 +156,10 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 			created := (warmUp + e2eRounds*(perConfig+(perConfig/8)*8)) * len(configs) // in all namespaces
 
 			var b strings.Builder
-			fmt.Fprintf(&b, "## End to end: Pod CREATE through the envtest kube-apiserver\n\nMachine: %s. %d rounds; per round, concurrency and configuration %d creates, interleaved request by request; median (min–max) over the rounds of each round's percentile. Added: the configuration's median minus the baseline's. Webhook CPU: the webhook process's CPU time over the round, per pod it was called for.\n\n",
+			fmt.Fprintf(&b, "## End to end: Pod CREATE through the envtest kube-apiserver\n\nMachine: %s. %d rounds; per round, concurrency and configuration %d creates, interleaved request by request; median (min–max) over the rounds of each round's percentile. Added: the configuration's median minus the baseline's. Webhook CPU: the webhook process's CPU time over the round, per pod it was called for: over the creates, and over a pod's whole life (the creates, then the pods' deletion until the single replica is idle again; its watch sees both).\n\n",
 				machine(), e2eRounds, perConfig)
-			fmt.Fprintln(&b, "| Concurrency | Configuration | p50 ms | p99 ms | added p50 ms | added p99 ms | webhook CPU µs/pod |")
-			fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
+			fmt.Fprintln(&b, "| Concurrency | Configuration | p50 ms | p99 ms | added p50 ms | added p99 ms | webhook CPU µs/pod, creates | whole life |")
+			fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 			added := map[key][2]float64{}
 			for _, concurrency := range []int{1, 8} {
 				base := key{"baseline", concurrency}
@@ -151,7 +171,7 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 					if name != "baseline" {
 						addedCells = fmt.Sprintf("%+.2f | %+.2f", a[0], a[1])
 					}
-					fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s |\n", concurrency, name, p50[k], p99[k], addedCells, cpu[k].format("%.0f"))
+					fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s |\n", concurrency, name, p50[k], p99[k], addedCells, cpuCreates[k].format("%.0f"), cpu[k].format("%.0f"))
 				}
 			}
 			fmt.Fprintln(&b)
@@ -159,18 +179,16 @@ var _ = Describe("BenchmarkEndToEnd", Label("bench"), func() {
 				o, m, p := added[key{"endpoint-policy", concurrency}], added[key{"minimal webhook", concurrency}], added[key{"MutatingAdmissionPolicy", concurrency}]
 				fmt.Fprintf(&b, "Concurrency %d: endpoint-policy's added latency / the minimal webhook's: p50 %.2f×, p99 %.2f×; / the MutatingAdmissionPolicy's: p50 %.2f×, p99 %.2f×.\n",
 					concurrency, o[0]/m[0], o[1]/m[1], o[0]/p[0], o[1]/p[1])
-				fmt.Fprintf(&b, "Concurrency %d: the single replica's CPU per admitted pod (its audit and controllers running) / the minimal webhook's: %.2f×; the follower's: %.2f×.\n",
-					concurrency, cpu[key{singleReplica, concurrency}].median()/cpu[key{"minimal webhook", concurrency}].median(),
-					cpu[key{"endpoint-policy", concurrency}].median()/cpu[key{"minimal webhook", concurrency}].median())
 			}
-			ratio := func(name string, concurrency int) float64 {
+			ratio := func(cpu map[key]spread, name string, concurrency int) float64 {
 				return cpu[key{name, concurrency}].median() / cpu[key{"minimal webhook", concurrency}].median()
 			}
 			fmt.Fprintf(&b, "\n**Headline, as a user runs it** (README, top of docs/performance.md): CPU per admitted pod / the minimal webhook's, "+
 				"a follower (admission only): %.2f× at concurrency 1, %.2f× at 8; the leader or single replica (admission, audit and controllers, "+
-				"seeing the pods it admits): %.2f× at 1, %.2f× at 8. RSS after the run (%d hostNetwork pods created): follower %.1f MiB, "+
-				"single replica %.1f MiB, minimal webhook %.1f MiB.\n",
-				ratio("endpoint-policy", 1), ratio("endpoint-policy", 8), ratio(singleReplica, 1), ratio(singleReplica, 8),
+				"seeing the pods it admits): over the creates %.2f× at 1, %.2f× at 8; over a pod's whole life %.2f× at 1, %.2f× at 8. "+
+				"RSS after the run (%d hostNetwork pods created): follower %.1f MiB, single replica %.1f MiB, minimal webhook %.1f MiB.\n",
+				ratio(cpu, "endpoint-policy", 1), ratio(cpu, "endpoint-policy", 8),
+				ratio(cpuCreates, singleReplica, 1), ratio(cpuCreates, singleReplica, 8), ratio(cpu, singleReplica, 1), ratio(cpu, singleReplica, 8),
 				created, rss["endpoint-policy"], rss[singleReplica], rss["minimal webhook"])
 			writeBenchReport("e2e.md", b.String())
 		})
