@@ -169,8 +169,8 @@ func podChanges() predicate.Predicate {
 }
 
 func nodeName(obj client.Object) string {
-	if pod, ok := obj.(*corev1.Pod); ok {
-		return pod.Spec.NodeName
+	if pod, ok := obj.(*cluster.KubeProxyPod); ok {
+		return pod.NodeName
 	}
 	return ""
 }
