@@ -654,7 +654,9 @@ func quantiles(before, after map[float64]uint64) [2]float64 {
 // sample is a replica's resource use at one moment.
 type sample struct {
 	rss, heap float64 // bytes
-	cpu       float64 // seconds since start
+	// rssFile is the part of rss mapped from files: the binary's pages.
+	rssFile float64
+	cpu     float64 // seconds since start
 }
 
 func (r *replica) sample() sample {
@@ -663,9 +665,11 @@ func (r *replica) sample() sample {
 	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-				s.rss = kb * 1024
+			for name, to := range map[string]*float64{"VmRSS:": &s.rss, "RssFile:": &s.rssFile} {
+				if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+					kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+					*to = kb * 1024
+				}
 			}
 		}
 		_ = f.Close()
@@ -754,6 +758,7 @@ func (r *report) write() error {
 	row("RSS idle (caches filled, no pods)", func(i int) string { return mib(r.idle[i].rss) })
 	row("RSS peak during the rollout", func(i int) string { return mib(r.peaks.max[i].rss) })
 	row("RSS at rest after the rollout", func(i int) string { return mib(r.rest[i].rss) })
+	row("of which mapped from the binary at rest", func(i int) string { return mib(r.rest[i].rssFile) })
 	row("Go heap in use at rest", func(i int) string { return mib(r.rest[i].heap) })
 	row("Go heap peak during the rollout", func(i int) string { return mib(r.peaks.max[i].heap) })
 	row("CPU during the rollout", func(i int) string { return fmt.Sprintf("%.1f s", r.after[i].cpu-r.before[i].cpu) })
