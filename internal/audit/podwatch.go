@@ -42,7 +42,8 @@ type podSource interface {
 }
 
 // podStream is one watch: its events until an error (io.EOF when the API
-// server ends it).
+// server ends it). An event is valid until the next is read: decode its pod
+// (podEvent.decodePod) before.
 type podStream interface {
 	next() (podEvent, error)
 	Close() error
@@ -130,8 +131,9 @@ func (a *apiPods) watch(ctx context.Context, resourceVersion string) (podStream,
 // endian), its object in the protobuf envelope (runtime.Unknown after a
 // 4-byte magic number).
 type protobufStream struct {
-	body io.ReadCloser
-	r    *bufio.Reader
+	body  io.ReadCloser
+	r     *bufio.Reader
+	frame []byte // the last event's, reused: an event is valid until the next
 }
 
 func newProtobufStream(body io.ReadCloser) *protobufStream {
@@ -156,7 +158,10 @@ func (s *protobufStream) next() (podEvent, error) {
 	if n > maxEventSize {
 		return podEvent{}, fmt.Errorf("watch event of %d bytes, more than %d", n, maxEventSize)
 	}
-	frame := make([]byte, n)
+	if cap(s.frame) < int(n) {
+		s.frame = make([]byte, n)
+	}
+	frame := s.frame[:n]
 	if _, err := io.ReadFull(s.r, frame); err != nil {
 		return podEvent{}, fmt.Errorf("reading a watch event: %w", err)
 	}
