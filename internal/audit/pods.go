@@ -226,6 +226,7 @@ func (f *podFeed) watch(ctx context.Context, resourceVersion string, enqueue fun
 	log := logf.FromContext(ctx).WithName(Name)
 	backoff := watchBackoff()
 	for ctx.Err() == nil {
+		start := time.Now()
 		s, err := f.pods.watch(ctx, resourceVersion)
 		events := 0
 		if err == nil {
@@ -239,13 +240,14 @@ func (f *podFeed) watch(ctx context.Context, resourceVersion string, enqueue fun
 		case ctx.Err() != nil:
 		case errors.Is(err, errExpired), apierrors.IsResourceExpired(err), apierrors.IsGone(err):
 			return fmt.Errorf("%w: %w", errExpired, err)
-		case errors.Is(err, io.EOF) && events > 0:
+		case errors.Is(err, io.EOF) && (events > 0 || time.Since(start) > time.Second):
 			// The API server ended the watch (its timeout): the next one.
+		case errors.Is(err, io.EOF):
+			// Ended at once: not in a hot loop.
+			log.V(1).Info("The API server ended the watch of the hostNetwork pods at once; watching again")
+			sleep(ctx, backoff.Step())
 		default:
-			if err == nil || errors.Is(err, io.EOF) {
-				err = errors.New("the API server ended the watch before any event")
-			}
-			log.Error(err, "Watching the hostNetwork pods; watching again")
+			log.Info("Watching the hostNetwork pods again", "reason", err.Error())
 			sleep(ctx, backoff.Step())
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -180,7 +181,7 @@ func TestDecodeEventRefusesMalformed(t *testing.T) {
 // Changes the audit can drop (skip) are neither decoded nor handed on; the
 // feed still knows the pods, so that its sweeps and deletions stay right.
 func TestPodFeedSkips(t *testing.T) {
-	api := &fakePods{watchers: make(chan *fakeWatch, 1), rv: 1}
+	api := &fakePods{watchers: make(chan *fakeWatch, 3), rv: 1}
 	feed := newPodFeed(api, 10)
 	var mu sync.Mutex
 	var enqueued []string
@@ -200,16 +201,24 @@ func TestPodFeedSkips(t *testing.T) {
 	skipped.Namespace = "excluded"
 	w.send(t, watch.Added, &skipped)
 	w.send(t, watch.Added, &audited)
-	if feed.Len() != 2 {
-		t.Errorf("the feed knows %d pods, want 2", feed.Len())
-	}
+	g := gomega.NewWithT(t)
+	g.Eventually(feed.Len).WithTimeout(10*time.Second).WithPolling(5*time.Millisecond).Should(gomega.Equal(2), "the pods the feed knows")
 	w.send(t, watch.Deleted, &skipped)
 	w.send(t, watch.Deleted, &audited)
 	// The watch ends (the API server's timeout): the feed watches again
 	// from the last resourceVersion.
 	_ = w.w.Close()
-	if next := <-api.watchers; next.from != "3" {
+	next := <-api.watchers
+	if next.from != "3" {
 		t.Errorf("watched again from %q, want 3", next.from)
+	}
+	// An event that is not one: the feed watches again (after a backoff)
+	// from the last resourceVersion it read.
+	if _, err := next.w.Write([]byte{0, 0, 0, 3, 0xff, 0xff, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	if again := <-api.watchers; again.from != "3" {
+		t.Errorf("watched again after a bad event from %q, want 3", again.from)
 	}
 	mu.Lock()
 	if got := enqueued; len(got) != 2 || got[0] != "kube-system/b" || got[1] != "kube-system/b" {
