@@ -66,14 +66,15 @@ type ParsedLease struct {
 var _ runtime.Object = (*ParsedLease)(nil)
 
 // ParseLease reads l's report (hostnetwork.ReportOf) and keeps only its
-// identity beside it.
+// identity beside it: not its labels either, which the informer's selector
+// has read (a Lease that stops matching it is deleted from the informer).
 func ParseLease(l *coordinationv1.Lease) *ParsedLease {
 	r, expires, err := hostnetwork.ReportOf(l)
 	return &ParsedLease{
 		TypeMeta: l.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name: l.Name, Namespace: l.Namespace, UID: l.UID, ResourceVersion: l.ResourceVersion,
-			Labels: l.Labels, DeletionTimestamp: l.DeletionTimestamp,
+			DeletionTimestamp: l.DeletionTimestamp,
 		},
 		Report: r, Expires: expires, Err: err,
 	}
