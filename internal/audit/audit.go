@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/endpoint-policy/endpoint-policy/internal/announce"
+	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 	"github.com/endpoint-policy/endpoint-policy/internal/config"
 	"github.com/endpoint-policy/endpoint-policy/internal/kinds"
 	"github.com/endpoint-policy/endpoint-policy/internal/metrics"
@@ -105,6 +106,9 @@ type Audit struct {
 	// the manager's cache of kube-apiserver pods, for their re-audits.
 	pods       *podFeed
 	resweep    chan struct{}
+	// namespaceLabels reads a namespace's labels from the Namespaces' store
+	// (cluster.NamespaceStore), for the pod feed's every event.
+	namespaceLabels func(namespace string) (map[string]string, error)
 	apiServers client.Reader
 
 	// pending are the objects found at start not yet audited; initial is
@@ -170,6 +174,9 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		apiServers: mgr.GetCache(),
 
 		reportingController: o.ReportingController,
+	}
+	if a.namespaceLabels, err = cluster.NamespaceStore(ctx, o.Namespaces); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	a.pods.skip = a.skipPod
 	for _, id := range o.Skip {

@@ -176,8 +176,8 @@ func (a *Audit) pod(ctx context.Context, name types.NamespacedName) (*corev1.Pod
 // unseen: no policy applies in its namespace (policy.Engine.SkipsNamespace)
 // and the audit holds no result of it to clear. A namespace not (yet) in
 // the cache is not skipped.
-func (a *Audit) skipPod(ctx context.Context, name types.NamespacedName) bool {
-	labels, err := cluster.NamespaceLabels(ctx, a.namespaces, name.Namespace)
+func (a *Audit) skipPod(_ context.Context, name types.NamespacedName) bool {
+	labels, err := a.namespaceLabels(name.Namespace)
 	if err != nil || !a.engine.Load().SkipsNamespace(labels) {
 		return false
 	}

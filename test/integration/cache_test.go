@@ -134,3 +134,33 @@ var _ = Describe("the audit's cache", func() {
 		Expect(rs.Spec.Template.Spec.Containers).To(BeEmpty(), "a Deployment's ReplicaSet is audited through the Deployment")
 	})
 })
+
+var _ = Describe("the namespaces' store", func() {
+	It("answers a namespace's labels from the cache's Namespace informer, as the cache's Get does", func(ctx context.Context) {
+		labelled := newNamespace(ctx, map[string]string{"endpoint-policy.io/exclude": "true"})
+		plain := newNamespace(ctx, nil)
+		c, err := cache.New(restConfig, cluster.CacheOptions())
+		Expect(err).NotTo(HaveOccurred())
+		labelsOf, err := cluster.NamespaceStore(ctx, c)
+		Expect(err).NotTo(HaveOccurred())
+		cacheCtx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() {
+			defer GinkgoRecover()
+			Expect(c.Start(cacheCtx)).To(Succeed())
+		}()
+		Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+
+		for _, ns := range []string{labelled, plain, "no-such-namespace", ""} {
+			want, err := cluster.NamespaceLabels(ctx, c, ns)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(labelsOf(ns)).To(Equal(want), "namespace %q", ns)
+		}
+		Expect(labelsOf(labelled)).To(HaveKeyWithValue("endpoint-policy.io/exclude", "true"))
+
+		// A reader that is not a cache is asked through NamespaceLabels.
+		direct, err := cluster.NamespaceStore(ctx, k8s)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(direct(labelled)).To(HaveKeyWithValue("endpoint-policy.io/exclude", "true"))
+	})
+})
