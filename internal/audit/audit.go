@@ -104,12 +104,12 @@ type Audit struct {
 	reports  *reportWriter
 	// pods are the hostNetwork pods, not cached (pods.go); apiServers is
 	// the manager's cache of kube-apiserver pods, for their re-audits.
-	pods       *podFeed
-	resweep    chan struct{}
+	pods    *podFeed
+	resweep chan struct{}
 	// namespaceLabels reads a namespace's labels from the Namespaces' store
 	// (cluster.NamespaceStore), for the pod feed's every event.
 	namespaceLabels func(namespace string) (map[string]string, error)
-	apiServers client.Reader
+	apiServers      client.Reader
 
 	// pending are the objects found at start not yet audited; initial is
 	// closed when none is left, so that reports are reconciled with what
@@ -183,7 +183,22 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 		a.skip[id] = true
 	}
 	a.SetSettings(o.Settings)
-	a.owners = &ownerEvents{
+	a.owners = a.newOwnerEvents()
+	a.reports = &reportWriter{client: mgr.GetClient(), mapper: mgr.GetRESTMapper(), state: a.state, initial: a.initial, settings: a.Settings}
+	if err := mgr.Add(a.reports); err != nil {
+		return nil, fmt.Errorf("%s reports: %w", Name, err)
+	}
+
+	if err := a.watch(mgr); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// newOwnerEvents returns the Events per workload (owners.go), recorded by
+// a's recorder at most once per audit interval.
+func (a *Audit) newOwnerEvents() *ownerEvents {
+	return &ownerEvents{
 		settle:   ownerSettle,
 		interval: func() time.Duration { return a.Settings().Interval.Duration },
 		record: func(regarding, related *corev1.ObjectReference, note string) {
@@ -194,15 +209,6 @@ func New(ctx context.Context, mgr manager.Manager, o Options) (*Audit, error) {
 			a.events.Eventf(regarding, rel, corev1.EventTypeWarning, policy.EventReason, EventAction, "%s", note)
 		},
 	}
-	a.reports = &reportWriter{client: mgr.GetClient(), mapper: mgr.GetRESTMapper(), state: a.state, initial: a.initial, settings: a.Settings}
-	if err := mgr.Add(a.reports); err != nil {
-		return nil, fmt.Errorf("%s reports: %w", Name, err)
-	}
-
-	if err := a.watch(mgr); err != nil {
-		return nil, err
-	}
-	return a, nil
 }
 
 // newCache returns the audit's own cache, of the audited kinds but pods

@@ -91,22 +91,7 @@ var _ = Describe("the audit's cache", func() {
 		Expect(k8s.Create(ctx, owned)).To(Succeed())
 
 		start := func(opts cache.Options, objs ...client.Object) cache.Cache {
-			opts.Scheme = k8s.Scheme()
-			c, err := cache.New(restConfig, opts)
-			Expect(err).NotTo(HaveOccurred())
-			for _, obj := range objs {
-				// The audit's sources ask for these informers.
-				_, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
-				Expect(err).NotTo(HaveOccurred())
-			}
-			cacheCtx, stop := context.WithCancel(ctx)
-			DeferCleanup(stop)
-			go func() {
-				defer GinkgoRecover()
-				Expect(c.Start(cacheCtx)).To(Succeed())
-			}()
-			Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
-			return c
+			return startCache(ctx, opts, nil, objs...)
 		}
 		c := start(audit.CacheOptions(), &appsv1.Deployment{}, &appsv1.ReplicaSet{})
 		Expect(c.List(ctx, &corev1.PodList{})).NotTo(Succeed(), "no pod is cached: the audit's pod feed keeps none")
@@ -139,17 +124,12 @@ var _ = Describe("the namespaces' store", func() {
 	It("answers a namespace's labels from the cache's Namespace informer, as the cache's Get does", func(ctx context.Context) {
 		labelled := newNamespace(ctx, map[string]string{"endpoint-policy.io/exclude": "true"})
 		plain := newNamespace(ctx, nil)
-		c, err := cache.New(restConfig, cluster.CacheOptions())
-		Expect(err).NotTo(HaveOccurred())
-		labelsOf, err := cluster.NamespaceStore(ctx, c)
-		Expect(err).NotTo(HaveOccurred())
-		cacheCtx, stop := context.WithCancel(ctx)
-		DeferCleanup(stop)
-		go func() {
-			defer GinkgoRecover()
-			Expect(c.Start(cacheCtx)).To(Succeed())
-		}()
-		Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+		var labelsOf func(string) (map[string]string, error)
+		c := startCache(ctx, cluster.CacheOptions(), func(c cache.Cache) {
+			var err error
+			labelsOf, err = cluster.NamespaceStore(ctx, c)
+			Expect(err).NotTo(HaveOccurred())
+		})
 
 		for _, ns := range []string{labelled, plain, "no-such-namespace", ""} {
 			want, err := cluster.NamespaceLabels(ctx, c, ns)
@@ -164,3 +144,28 @@ var _ = Describe("the namespaces' store", func() {
 		Expect(direct(labelled)).To(HaveKeyWithValue("endpoint-policy.io/exclude", "true"))
 	})
 })
+
+// startCache starts a cache with opts, the informers of objs asked for
+// first (as the controllers' sources ask for theirs) and before, if set,
+// and waits until it has synced.
+func startCache(ctx context.Context, opts cache.Options, before func(cache.Cache), objs ...client.Object) cache.Cache {
+	GinkgoHelper()
+	opts.Scheme = k8s.Scheme()
+	c, err := cache.New(restConfig, opts)
+	Expect(err).NotTo(HaveOccurred())
+	for _, obj := range objs {
+		_, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		Expect(err).NotTo(HaveOccurred())
+	}
+	if before != nil {
+		before(c)
+	}
+	cacheCtx, stop := context.WithCancel(ctx)
+	DeferCleanup(stop)
+	go func() {
+		defer GinkgoRecover()
+		Expect(c.Start(cacheCtx)).To(Succeed())
+	}()
+	Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+	return c
+}
