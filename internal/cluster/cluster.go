@@ -242,7 +242,7 @@ func (v *View) NodesLabelled(key string) ([]*corev1.Node, bool) {
 
 // NamespaceStore returns a reader of namespaces' labels that looks them up
 // in the store of r's Namespace informer when r is a cache (a map lookup:
-// the cache's Get resolves the object's kind through the scheme first, 10%
+// the cache's Get resolves the object's kind through the scheme first: 13%
 // of the single replica's CPU in BenchmarkEndToEnd when the audit's pod feed
 // asked it for every event), or NamespaceLabels on r otherwise. A namespace
 // the store does not hold has none.

@@ -243,7 +243,7 @@ func (e *Engine) EvaluateEffect(t Target, ef Effect) []Result {
 // a single policy (the kube-proxy controller). ok is false when the engine
 // does not run the policy (Disabled) or the policy does not apply to t.
 func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
-	if Excluded(t.Object, t.NamespaceLabels) {
+	if t.Object == nil || Excluded(t.Object, t.NamespaceLabels) {
 		return Result{}, false
 	}
 	for _, r := range e.rules {
@@ -262,7 +262,7 @@ func (e *Engine) EvaluatePolicy(t Target, id ID) (result Result, ok bool) {
 }
 
 func (e *Engine) evaluate(t Target, include func(Effect) bool) []Result {
-	if Excluded(t.Object, t.NamespaceLabels) {
+	if t.Object == nil || Excluded(t.Object, t.NamespaceLabels) {
 		return nil
 	}
 	var results []Result

@@ -79,6 +79,9 @@ func TestEngineEvaluate(t *testing.T) {
 	if got := e.Evaluate(policy.Target{Object: &corev1.ConfigMap{}}); len(got) != 0 {
 		t.Errorf("no rule applies to a ConfigMap, got %v", got)
 	}
+	if got := e.Evaluate(policy.Target{}); len(got) != 0 {
+		t.Errorf("no rule applies to no object, got %v", got)
+	}
 	for id, want := range map[policy.ID]policy.Mode{"enforced": policy.Enforce, "audited": policy.Audit, "off": policy.Disabled, "unknown": policy.Disabled} {
 		if got := e.Mode(id); got != want {
 			t.Errorf("Mode(%s) = %s, want %s", id, got, want)
