@@ -31,8 +31,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/endpoint-policy/endpoint-policy/internal/cluster"
 )
 
 // podSource lists the hostNetwork pods and watches them.
@@ -73,8 +74,8 @@ func (ev *podEvent) decodePod() (*corev1.Pod, error) {
 }
 
 // apiPods is the podSource of the API server: lists through the typed
-// client, watches read by protobufStream. Both speak protobuf: a third of
-// the CPU of JSON to decode (docs/performance.md).
+// client, watches read by protobufStream. Both speak protobuf
+// (cluster.ProtobufConfig).
 type apiPods struct {
 	client *corev1client.CoreV1Client
 	// watches has a connection of its own, in HTTP/1.1: an event is read
@@ -88,9 +89,7 @@ type apiPods struct {
 }
 
 func newAPIPods(mgr manager.Manager) (*apiPods, error) {
-	cfg := rest.CopyConfig(mgr.GetConfig())
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	cfg := cluster.ProtobufConfig(mgr.GetConfig())
 	c, err := corev1client.NewForConfigAndClient(cfg, mgr.GetHTTPClient())
 	if err != nil {
 		return nil, err

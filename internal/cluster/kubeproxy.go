@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -42,10 +41,7 @@ func NewSelectedPods(_ context.Context, mgr manager.Manager, selectors []labels.
 	if len(selectors) == 0 {
 		return nil, fmt.Errorf("selected pods: no selector")
 	}
-	cfg := rest.CopyConfig(mgr.GetConfig())
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	pods, err := corev1client.NewForConfigAndClient(cfg, mgr.GetHTTPClient())
+	pods, err := corev1client.NewForConfigAndClient(ProtobufConfig(mgr.GetConfig()), mgr.GetHTTPClient())
 	if err != nil {
 		return nil, fmt.Errorf("selected pods: %w", err)
 	}
@@ -66,23 +62,12 @@ func NewSelectedPods(_ context.Context, mgr manager.Manager, selectors []labels.
 		if err := inf.SetTransform(projectKubeProxyPod); err != nil {
 			return nil, fmt.Errorf("pod informer for %q: %w", selector, err)
 		}
-		if err := mgr.Add(informerRunnable{inf}); err != nil {
+		if err := mgr.Add(InformerRunnable{Informer: inf, LeaderElected: true}); err != nil {
 			return nil, fmt.Errorf("pod informer for %q: %w", selector, err)
 		}
 		s.informers = append(s.informers, inf)
 	}
 	return s, nil
-}
-
-// informerRunnable runs an informer as a manager.Runnable, leader-elected
-// (the default of a Runnable that does not say).
-type informerRunnable struct {
-	toolscache.SharedIndexInformer
-}
-
-func (r informerRunnable) Start(ctx context.Context) error {
-	r.RunWithContext(ctx)
-	return nil
 }
 
 func indexNodeName(obj any) ([]string, error) {

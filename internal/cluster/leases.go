@@ -20,7 +20,7 @@ import (
 // synced, and Leases that cannot be listed (RBAC from an older chart) must
 // cost host-network-endpoint its rewrites (no node is verified), not stop
 // the kube-proxy controller, the audit and the other policies. Run it with
-// LeaseInformerRunnable.
+// InformerRunnable.
 //
 // It stores each Lease as a *ParsedLease: its report parsed once, the Lease
 // itself (its results annotation, a JSON array of every check, most of its

@@ -111,7 +111,7 @@ func (s *Server) Run(ctx context.Context, restConfig *rest.Config) error {
 		return fmt.Errorf("creating the API client: %w", err)
 	}
 	leases := cluster.NewLeaseInformer(clients, s.namespace)
-	if err := mgr.Add(cluster.LeaseInformerRunnable{Informer: leases}); err != nil {
+	if err := mgr.Add(cluster.InformerRunnable{Informer: leases}); err != nil {
 		return fmt.Errorf("adding the node agent Lease informer: %w", err)
 	}
 	view, err := cluster.NewView(ctx, mgr.GetCache(), leases, log.WithName("endpoints"))
